@@ -1,0 +1,193 @@
+"""The bundle: a folder with the model file and bundle.json, everything needed to serve it.
+
+The exporter writes bundles through `write_bundle`; the server reads them
+through `load_bundle`. Writing is atomic: the folder is assembled under a
+temporary name beside the destination and renamed into place only once
+complete, and an existing bundle of that name is replaced only after the new
+one is whole. The model file's sha256 is recorded and checked on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+# format -> model file name inside a bundle (and the suffix of a bare model file)
+MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: Path  # the bundle folder (or the bare model file's folder)
+    model_path: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "1"))
+
+    @property
+    def format(self) -> str:
+        return self.meta["format"]
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta["labels"]
+
+    @property
+    def input(self) -> dict:
+        return self.meta["input"]
+
+    @property
+    def output(self) -> dict:
+        return self.meta["output"]
+
+
+def _format_of(model_path: Path) -> str:
+    for fmt, fname in MODEL_FILES.items():
+        if model_path.suffix == Path(fname).suffix:
+            return fmt
+    raise BundleError(f"Expected a .tflite or .onnx model file. Received: {model_path.name}")
+
+
+def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_hash: bool = True) -> Bundle:
+    """A bundle folder, or a bare .tflite/.onnx file plus an optional labels file."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"Expected a bundle folder or a .tflite/.onnx file. Received: {str(path)!r} (does not exist)")
+    if path.is_file():
+        return _bare_model(path, labels_path)
+    meta_path = path / BUNDLE_JSON
+    if not meta_path.is_file():
+        raise BundleError(f"Expected {BUNDLE_JSON} in the bundle folder. Received: {str(path)!r} without it")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{meta_path} is not valid JSON ({e})") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"Expected bundle schema_version {SCHEMA_VERSION}. Received: {meta.get('schema_version')!r} in {meta_path}")
+    missing = [k for k in ("name", "format", "model_file", "sha256", "labels", "input", "output") if k not in meta]
+    if missing:
+        raise BundleError(f"{meta_path} lacks required fields {missing}")
+    model_file = meta["model_file"]
+    if Path(model_file).name != model_file or model_file != MODEL_FILES.get(meta["format"]):
+        raise BundleError(f"Expected model_file {MODEL_FILES.get(meta['format'])!r} for format {meta['format']!r}. Received: {model_file!r}")
+    model_path = path / model_file
+    if not model_path.is_file():
+        raise BundleError(f"The bundle's model file is missing: {model_path}")
+    if check_hash:
+        actual = sha256_file(model_path)
+        if actual != meta["sha256"]:
+            raise BundleError(
+                f"{model_path} does not match bundle.json: expected sha256 {meta['sha256'][:16]}..., "
+                f"received {actual[:16]}... (the file was changed or damaged)"
+            )
+    return Bundle(path, model_path, meta)
+
+
+def _bare_model(model_path: Path, labels_path) -> Bundle:
+    """A model file from elsewhere: the runtime fills in input/output when it opens the file."""
+    fmt = _format_of(model_path)
+    labels = None
+    if labels_path is not None:
+        labels_path = Path(labels_path)
+        if not labels_path.is_file():
+            raise BundleError(f"Expected a labels file (one label per line). Received: {str(labels_path)!r} (not a file)")
+        labels = [l.strip() for l in labels_path.read_text().splitlines() if l.strip()]
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "name": model_path.stem,
+        "version": "1",
+        "format": fmt,
+        "precision": "unknown",
+        "model_file": model_path.name,
+        "sha256": sha256_file(model_path),
+        "labels": labels,  # None: "class_<i>" once the output size is known
+        "input": None,
+        "output": None,
+        "bare": True,
+    }
+    return Bundle(model_path.parent, model_path, meta)
+
+
+def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_files: dict[str, bytes] | None = None) -> Path:
+    """Atomically publish a bundle folder at `dest` holding a copy of `model_src` and bundle.json.
+
+    `meta` is completed with schema_version, model_file, sha256 and created.
+    An existing bundle at `dest` stays until the new one is complete.
+    """
+    dest = Path(dest)
+    fmt = meta["format"]
+    if fmt not in MODEL_FILES:
+        raise BundleError(f"Expected a format in {sorted(MODEL_FILES)}. Received: format={fmt!r}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        model_file = MODEL_FILES[fmt]
+        shutil.copyfile(model_src, tmp / model_file)
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+        full = {
+            "schema_version": SCHEMA_VERSION,
+            **meta,
+            "model_file": model_file,
+            "sha256": sha256_file(tmp / model_file),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        # bundle.json is written last: a folder without it never loads as a bundle.
+        _write_synced(tmp / BUNDLE_JSON, json.dumps(full, indent=2).encode())
+        _fsync_dir(tmp)
+        old = None
+        if dest.exists():
+            old = dest.parent / f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

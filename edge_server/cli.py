@@ -1,0 +1,140 @@
+"""The `edgeport` command: `serve` and `predict` here; other packages add theirs.
+
+Subcommands come from the "edgeport.commands" entry points (see
+pyproject.toml), so this module never names the trainer or exporter and a
+device without them still gets a working `edgeport serve`. Registering a
+command must not import TensorFlow: `edgeport --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+# Order of the commands in --help: the pipeline's order.
+COMMAND_ORDER = ["demo-data", "train", "export", "bench", "deploy", "serve", "predict"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a bundle over HTTP (LiteRT or ONNX Runtime)")
+    p.add_argument("bundle", type=Path, help="a bundle folder, or a bare .tflite/.onnx file")
+    p.add_argument("--labels", type=Path, help="labels file for a bare model file (one per line)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--device", help="device profile for defaults (see devices/profiles)")
+    p.add_argument("--workers", type=int, help="model instances serving in parallel (default: from device or cores)")
+    p.add_argument("--threads", type=int, help="threads per model instance (default: cores / workers)")
+    p.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body accepted")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest decoded image accepted")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("predict", help="classify image files with a bundle, no server")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--labels", type=Path, help="labels file for a bare model file")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.set_defaults(func=cmd_predict)
+
+
+def _service_options(args, profile: dict | None):
+    from .service import ServiceOptions
+
+    serve_cfg = (profile or {}).get("serve", {})
+    return ServiceOptions(
+        threads=getattr(args, "threads", None) or serve_cfg.get("threads"),
+        pool_size=getattr(args, "workers", None) or serve_cfg.get("workers"),
+        max_pixels=getattr(args, "max_pixels", 40_000_000),
+        onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),
+        onnx_mem_arena=serve_cfg.get("onnx_mem_arena", True),
+        trt_cache_dir=serve_cfg.get("trt_cache_dir"),
+    )
+
+
+def cmd_serve(args) -> int:
+    from devices import load_profile
+
+    from .errors import EdgeError
+    from .serve import serve
+    from .settings import ServerSettings
+
+    profile = load_profile(args.device) if args.device else None
+    api_key = None
+    if args.api_key_file:
+        try:
+            api_key = args.api_key_file.read_text().strip()
+        except OSError as e:
+            raise EdgeError(f"Expected a readable API key file. Received: {str(args.api_key_file)!r} ({e.strerror})") from None
+        if not api_key:
+            raise EdgeError(f"Expected an API key in {args.api_key_file}. Received: an empty file")
+    settings = ServerSettings(
+        bundle=args.bundle, labels=args.labels, host=args.host, port=args.port, api_key=api_key,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024), service=_service_options(args, profile), device=args.device,
+    )
+    serve(settings)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from .errors import ApiError, EdgeError
+    from .service import ModelService
+
+    svc = ModelService.from_path(args.bundle, args.labels, _service_options(args, None))
+    status = 0
+    for path in args.images:
+        try:
+            data = path.read_bytes()
+            preds, timings = svc.predict_bytes(data, args.top_k)
+        except OSError as e:
+            print(f"{path}: error: cannot read ({e.strerror})", file=sys.stderr)
+            status = 2
+            continue
+        except ApiError as e:
+            print(f"{path}: error: {e.message}", file=sys.stderr)
+            status = 2
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), "predictions": preds, "timings_ms": timings}))
+        else:
+            print(f"{path}:")
+            for p in preds:
+                print(f"  {p['label']:<20} {p['score']:.4f}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeport",
+        description="From a folder of labelled images to a verified, quantized classifier served on an edge device.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for ep in sorted(entry_points(group="edgeport.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    order = {name: i for i, name in enumerate(COMMAND_ORDER)}
+    sub._choices_actions.sort(key=lambda a: order.get(a.dest, len(order)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("edgeport: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # our own errors carry cli_exit_code: one line, no traceback
+        code = getattr(e, "cli_exit_code", None)
+        if code is None:
+            raise
+        print(f"edgeport {args.command}: error: {e}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Image bytes -> the model's input pixels, safely.
+
+The decoded pixels must match what the trainer saw (trainer/data.py decodes
+the same way; tests/test_skew.py checks it). Untrusted bytes: the format is
+checked against an allow-list, the pixel count is checked from the header
+before any pixel is decoded (decompression bombs), and a truncated file is an
+error, not a half-grey image.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ApiError
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP"}
+DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 7700x5200 photo
+
+# Pillow's own bomb guard warns at 89 Mpx and raises at twice that; ours is
+# stricter and configurable, so turn Pillow's off to get one clear message.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    if not data:
+        raise ApiError(400, "Expected image bytes (JPEG, PNG, WebP or BMP). Received: an empty body")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        head = data[:16]
+        raise ApiError(
+            415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {len(data)} bytes that are not an image (starting {head!r})"
+        ) from None
+    if img.format not in ALLOWED_FORMATS:
+        raise ApiError(415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {img.format}")
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ApiError(413, f"Expected an image of at most {max_pixels:,} pixels. Received: {w}x{h} = {w * h:,} pixels")
+    return img
+
+
+def to_model_input(img: Image.Image, size: int, fast: bool = False) -> np.ndarray:
+    """Decode, EXIF-rotate, convert to RGB and resize (bilinear) to (size, size, 3) uint8.
+
+    fast=True lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale when the
+    result is still at least `size` on both sides (Image.draft): most of the
+    decoding work disappears and the resized pixels change very little.
+    """
+    try:
+        if fast and img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img.load()
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ApiError(400, f"Expected a complete, decodable image. Received: a {img.format} that fails to decode ({e})") from None
+
+
+def decode_to_array(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False) -> np.ndarray:
+    return to_model_input(open_image(data, max_pixels), size, fast=fast)

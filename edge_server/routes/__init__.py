@@ -1,0 +1,1 @@
+"""HTTP routes, one module per protocol. Each route parses, calls the service, formats."""

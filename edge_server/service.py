@@ -1,0 +1,147 @@
+"""The model service: a verified bundle, a pool of runtimes, and pixels -> ranked labels.
+
+Routes and the `predict` command both call this; nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundle import Bundle, load_bundle
+from .errors import BundleError
+from .imageio import DEFAULT_MAX_PIXELS, decode_to_array
+from .pool import RuntimePool
+from .runtimes import RuntimeOptions, open_runtime
+
+
+@dataclass
+class ServiceOptions:
+    threads: int | None = None  # per instance; None: cores / pool size
+    pool_size: int | None = None  # None: 2 instances, or 1 on a single core
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    fast_decode: bool = True  # JPEG DCT-domain downscaling (see imageio.to_model_input)
+    onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    onnx_mem_arena: bool = True
+    trt_cache_dir: str | None = None
+    warmup_runs: int = 2
+
+    def resolved(self) -> tuple[int, int]:
+        cores = os.cpu_count() or 1
+        pool = self.pool_size or (1 if cores == 1 else 2)
+        threads = self.threads or max(1, cores // pool)
+        return pool, threads
+
+
+def to_probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
+    """Model output -> one probability per class."""
+    if activation == "sigmoid" and scores.shape[1] == 1:
+        p = scores[:, :1]
+        return np.concatenate([1.0 - p, p], axis=1)
+    if activation in ("linear", "logits", "none"):
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return scores
+
+
+class ModelService:
+    def __init__(self, bundle: Bundle, options: ServiceOptions | None = None):
+        self.bundle = bundle
+        self.options = options or ServiceOptions()
+        self.pool_size, self.threads = self.options.resolved()
+        ropts = RuntimeOptions(
+            threads=self.threads, onnx_providers=list(self.options.onnx_providers),
+            onnx_mem_arena=self.options.onnx_mem_arena, trt_cache_dir=self.options.trt_cache_dir,
+        )
+        self.pool = RuntimePool(lambda: open_runtime(bundle.format, bundle.model_path, ropts), self.pool_size)
+        rt = self.pool.first
+        self.backend = rt.backend
+        self._check_against_bundle(rt)
+        shape = rt.input.shape
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or shape[1] <= 0:
+            raise BundleError(f"Expected a model taking (N, H, W, 3) square RGB images. Received: input shape {shape}")
+        self.size = int(shape[1])
+        self.n_outputs = int(rt.output.shape[-1])
+        self.n_classes = 2 if self.activation == "sigmoid" and self.n_outputs == 1 else self.n_outputs
+        if bundle.meta.get("labels") is None:
+            bundle.meta["labels"] = [f"class_{i}" for i in range(self.n_classes)]
+        if len(self.labels) != self.n_classes:
+            raise BundleError(f"The model has {self.n_classes} classes but {len(self.labels)} labels were given")
+        self.ready = False
+        self.loaded_at = time.time()
+
+    @classmethod
+    def from_path(cls, path, labels=None, options: ServiceOptions | None = None) -> "ModelService":
+        return cls(load_bundle(path, labels), options)
+
+    def _check_against_bundle(self, rt) -> None:
+        meta = self.bundle.meta
+        if meta.get("bare"):
+            meta["input"] = rt.input.to_dict() | {"layout": "NHWC", "color_order": "RGB", "value_range": [0, 255]}
+            meta["output"] = rt.output.to_dict() | {"activation": "softmax"}
+            return
+        for side, actual in (("input", rt.input), ("output", rt.output)):
+            expected = meta[side].get("shape")
+            if expected and [d if d and d > 0 else -1 for d in expected][1:] != [d if d and d > 0 else -1 for d in actual.shape][1:]:
+                raise BundleError(
+                    f"The model file's {side} shape {actual.shape} does not match bundle.json's {expected} ({self.bundle.model_path})"
+                )
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    @property
+    def activation(self) -> str:
+        return self.bundle.output.get("activation", "softmax")
+
+    def warmup(self) -> None:
+        """Run every instance once or twice, so the first real request is not the slow one."""
+        x = np.zeros((1, self.size, self.size, 3), np.uint8)
+        for inst in self.pool.instances:
+            for _ in range(self.options.warmup_runs):
+                inst.run(x)
+        self.ready = True
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_to_array(data, self.size, self.options.max_pixels, fast=self.options.fast_decode)
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, classes) probabilities."""
+        with self.pool.acquire() as rt:
+            scores = rt.run(pixels)
+        return to_probabilities(scores, self.activation)
+
+    def rank(self, probs: np.ndarray, top_k: int | None = None) -> list[dict]:
+        k = len(probs) if top_k is None else max(1, min(top_k, len(probs)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [{"label": self.labels[i], "index": int(i), "score": float(probs[i])} for i in order]
+
+    def predict_bytes(self, data: bytes, top_k: int | None = 5) -> tuple[list[dict], dict]:
+        t0 = time.perf_counter()
+        pixels = self.decode(data)
+        t1 = time.perf_counter()
+        probs = self.infer(pixels[None])
+        t2 = time.perf_counter()
+        timings = {"decode": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        return self.rank(probs[0], top_k), {k: round(v, 3) for k, v in timings.items()}
+
+    def describe(self) -> dict:
+        m = self.bundle.meta
+        return {
+            "name": self.name, "version": self.version, "format": m.get("format"), "precision": m.get("precision"),
+            "labels": self.labels, "input": m.get("input"), "output": m.get("output"), "backend": self.backend,
+            "pool_size": self.pool_size, "threads_per_instance": self.threads, "source": m.get("source"),
+            "verification": m.get("verification"),
+        }

@@ -1,0 +1,49 @@
+"""`edgeport export` and `edgeport bench`: argument parsing only. No TensorFlow at import."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .formats import allowed_combinations
+
+    p = sub.add_parser("export", help="quantize and convert a trained model to a verified TFLite/ONNX bundle",
+                       description=f"Allowed format/precision: {', '.join(allowed_combinations())}")
+    p.add_argument("source", type=Path, help="a trainer run folder, or a .keras file (with --labels)")
+    p.add_argument("--format", choices=["tflite", "onnx"], help="default: from --device, else tflite")
+    p.add_argument("--precision", choices=["float32", "float16", "dynamic", "int8"], help="default: from --device, else int8")
+    p.add_argument("--labels", type=Path, help="labels file (one per line) for a bare .keras model")
+    p.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training images)")
+    p.add_argument("--images", type=Path, help="held-out images for verification (default: the run's validation split)")
+    p.add_argument("--device", help="device profile for defaults: format, precision, threads")
+    p.add_argument("--min-agreement", type=float, help="fail below this top-1 agreement with Keras (0-1)")
+    p.add_argument("--threads", type=int, help="threads for verification latency (default: from device)")
+    p.add_argument("--calibration-size", type=int, default=200)
+    p.add_argument("--out", type=Path, help="bundle folder (default: bundles/NAME.FORMAT-PRECISION)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="compare bundles side by side: size, accuracy, agreement, latency")
+    p.add_argument("bundles", type=Path, nargs="+")
+    p.add_argument("--images", type=Path, help="images to measure on (subfolders named by class give accuracy)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_export(args) -> int:
+    from .export import ExportConfig, export
+
+    export(ExportConfig(
+        source=args.source, format=args.format, precision=args.precision, labels=args.labels,
+        calibration=args.calibration, images=args.images, device=args.device, min_agreement=args.min_agreement,
+        out=args.out, threads=args.threads, calibration_size=args.calibration_size,
+    ))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+
+    bench(args.bundles, args.images, threads=args.threads)
+    return 0

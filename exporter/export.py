@@ -1,0 +1,179 @@
+"""`export(config)`: Keras model -> converted, verified, atomically published bundle.
+
+Every converter is wrapped the same way: timed, the file checked to exist and
+load in its runtime, one log line. Verification runs before publishing: an
+export under the agreement floor never replaces anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_server.bundle import write_bundle
+
+from . import calibration as calib
+from .errors import ExportError, VerificationError
+from .formats import lookup
+from .graph import INPUT_NAME, OUTPUT_NAME, input_size, output_activation
+from .source import resolve_source
+from .verify import table, verify_export
+
+
+@dataclass
+class ExportConfig:
+    source: Path
+    format: str | None = None  # None: from --device, else tflite
+    precision: str | None = None  # None: from --device, else int8
+    labels: Path | None = None
+    calibration: Path | None = None  # None: the run's training images
+    images: Path | None = None  # verification images; None: the run's validation split
+    device: str | None = None
+    min_agreement: float | None = None  # None: the precision's default floor
+    out: Path | None = None
+    threads: int | None = None
+    calibration_size: int = 200
+    verify_size: int = 200
+    seed: int = 0
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    meta: dict
+
+
+def checked(fmt: str):
+    """Ultralytics-style wrapper: time the converter, check its file exists and loads, log one line."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(model, precision, out_path: Path, calibration, workdir, log=print):
+            t = time.perf_counter()
+            try:
+                fn(model, precision, out_path, calibration, workdir, log=log)
+            except ExportError:
+                raise
+            except Exception as e:
+                raise ExportError(f"{fmt}/{precision} conversion failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+            if not out_path.is_file() or out_path.stat().st_size == 0:
+                raise ExportError(f"{fmt}/{precision} conversion reported success but wrote no model file")
+            from edge_server.runtimes import RuntimeOptions, open_runtime
+
+            open_runtime(fmt, out_path, RuntimeOptions(threads=1))  # loads, or raises a one-line error
+            log(f"export: {fmt}/{precision} written ({out_path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t:.1f} s")
+            return out_path
+
+        return inner
+
+    return wrap
+
+
+def converter(fmt: str):
+    from . import to_onnx, to_tflite
+
+    return checked(fmt)({"tflite": to_tflite.convert, "onnx": to_onnx.convert}[fmt])
+
+
+def _defaults(cfg: ExportConfig) -> tuple[str, str, int]:
+    profile = {}
+    if cfg.device:
+        from devices import load_profile
+
+        profile = load_profile(cfg.device)
+    fmt = cfg.format or profile.get("export", {}).get("format", "tflite")
+    precision = cfg.precision or profile.get("export", {}).get("precision", "int8")
+    threads = cfg.threads or profile.get("serve", {}).get("threads") or min(4, os.cpu_count() or 1)
+    return fmt, precision, threads
+
+
+def _items(source, part: str):
+    if source.split and source.split.get(part):
+        return [(p, int(l)) for p, l in source.split[part]]
+    return None
+
+
+def export(cfg: ExportConfig, log=print) -> ExportResult:
+    fmt, precision, threads = _defaults(cfg)
+    fmt_spec, prec = lookup(fmt, precision)
+    floor = prec.min_agreement if cfg.min_agreement is None else cfg.min_agreement
+    if not 0.0 <= floor <= 1.0:
+        raise ExportError(f"--min-agreement must be between 0 and 1. Received: {floor}")
+    source = resolve_source(cfg.source, cfg.labels)
+    out = Path(cfg.out) if cfg.out else Path("bundles") / f"{source.name}.{fmt}-{precision}"
+
+    # Resolve every input before the slow steps, so a bad path fails in a second, not after conversion.
+    verify_items = calib.folder_items(cfg.images, source.labels) if cfg.images else _items(source, "val")
+    calib_items = None
+    if prec.calibrated:
+        calib_items = calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else _items(source, "train")
+        if not calib_items:
+            raise ExportError(f"{fmt}/{precision} needs calibration images: pass --calibration DIR (a few hundred real images)")
+    if not verify_items:
+        verify_items = calib_items or (calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else None)
+    if not verify_items:
+        raise ExportError("Verification needs images: pass --images DIR (held-out images, ideally one subfolder per class)")
+
+    import tensorflow as tf  # noqa: F401  (first TensorFlow import: after the cheap checks)
+
+    model = source.load_model()
+    size = input_size(model)
+    activation = output_activation(model)
+    x_cal = None
+    if calib_items:
+        log(f"calibration: decoding {min(len(calib_items), cfg.calibration_size)} images")
+        x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log)
+    x_ver, y_ver = calib.load_images(calib.spread(verify_items, cfg.verify_size, cfg.seed), size, log)
+
+    workdir = Path(tempfile.mkdtemp(prefix="edgeport-export-"))
+    try:
+        model_file = workdir / f"model{fmt_spec.suffix}"
+        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log)
+        log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs Keras")
+        figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads)
+        log(table([{"format": fmt, "precision": precision, "verification": figures}]))
+        figures["min_agreement"] = floor
+        if figures["top1_agreement"] < floor:
+            raise VerificationError(
+                f"{fmt}/{precision} agrees with the Keras model on {100 * figures['top1_agreement']:.1f}% of "
+                f"{figures['images']} images; the floor is {100 * floor:.1f}%. Nothing was written to {out}. "
+                "Try more or more representative --calibration images, another precision, or lower --min-agreement."
+            )
+        meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
+        write_bundle(out, model_file, meta)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(f"bundle saved: {out}")
+    return ExportResult(out, meta)
+
+
+def _bundle_meta(source, fmt, precision, model_file: Path, activation, size, figures, device, n_calibration) -> dict:
+    from edge_server.runtimes import RuntimeOptions, open_runtime
+
+    rt = open_runtime(fmt, model_file, RuntimeOptions(threads=1))
+    rep = source.report
+    return {
+        "name": source.name,
+        "version": "1",
+        "format": fmt,
+        "precision": precision,
+        "input": rt.input.to_dict() | {"name": INPUT_NAME, "layout": "NHWC", "color_order": "RGB", "value_range": [0, 255], "size": size},
+        "output": rt.output.to_dict() | {"name": OUTPUT_NAME, "activation": activation},
+        "labels": source.labels,
+        "source": {
+            "model_sha256": source.sha256(),
+            "model_file": str(source.model_path),
+            "backbone": rep.get("backbone"),
+            "strategy": rep.get("strategy"),
+            "quadrant": rep.get("quadrant"),
+            "head": rep.get("head"),
+            "image_size": size,
+        },
+        "export": {"device": device, "calibration_images": n_calibration},
+        "verification": figures,
+    }

@@ -1,0 +1,76 @@
+"""Prove an exported file still agrees with the Keras model, using the runtime the device will use.
+
+Figures: top-1 agreement, both accuracies (where labels are known), the
+largest probability difference, file size, and median / p95 single-image
+latency after warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_server.runtimes import RuntimeOptions, open_runtime
+from edge_server.service import to_probabilities
+
+
+def runtime_probabilities(rt, x: np.ndarray, activation: str) -> np.ndarray:
+    """One image at a time, as the server runs it."""
+    return np.concatenate([to_probabilities(rt.run(x[i : i + 1]), activation) for i in range(len(x))])
+
+
+def latency_ms(rt, x: np.ndarray, runs: int = 30, warmup: int = 3) -> dict:
+    one = x[:1]
+    for _ in range(warmup):
+        rt.run(one)
+    times = []
+    for i in range(runs):
+        t = time.perf_counter()
+        rt.run(x[i % len(x) : i % len(x) + 1])
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"p50": round(float(np.median(times)), 3), "p95": round(float(np.percentile(times, 95)), 3), "runs": runs}
+
+
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
+    known = y >= 0
+    return float((probs[known].argmax(1) == y[known]).mean()) if known.any() else None
+
+
+def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, activation: str, threads: int = 2,
+                  latency_runs: int = 30) -> dict:
+    ref = to_probabilities(model.predict(x.astype(np.float32), batch_size=32, verbose=0), activation)
+    rt = open_runtime(fmt, path, RuntimeOptions(threads=threads))
+    got = runtime_probabilities(rt, x, activation)
+    return {
+        "images": int(len(x)),
+        "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "reference_accuracy": accuracy(ref, y),
+        "exported_accuracy": accuracy(got, y),
+        "max_abs_diff": float(np.abs(ref - got).max()),
+        "size_bytes": path.stat().st_size,
+        "latency_ms": latency_ms(rt, x, latency_runs),
+        "threads": threads,
+        "runtime": rt.backend,
+    }
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def table(rows: list[dict]) -> str:
+    """rows: {format, precision, verification} -> an aligned text table."""
+    head = ["format", "precision", "size", "keras acc", "export acc", "agreement", "max diff", "p50 ms", "p95 ms"]
+    lines = [head]
+    for r in rows:
+        v = r["verification"]
+        lines.append([
+            r["format"], r["precision"], f"{v['size_bytes'] / 1e6:.2f} MB", _pct(v.get("reference_accuracy")),
+            _pct(v.get("exported_accuracy")), _pct(v.get("top1_agreement")),
+            "-" if v.get("max_abs_diff") is None else f"{v['max_abs_diff']:.4f}",
+            f"{v['latency_ms']['p50']:.2f}", f"{v['latency_ms']['p95']:.2f}",
+        ])
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in lines)

@@ -1,0 +1,145 @@
+"""The user's images: one subfolder per class -> a seeded, stratified split of decoded pixels.
+
+Images are decoded with Pillow exactly as the edge server decodes them
+(EXIF-rotated, RGB, bilinear resize to the model's square input), so the
+model is trained on the pixels it will be served; tests/test_skew.py keeps
+the two in step. Every file is checked before training starts: one bad file
+is skipped and listed, never a crash at epoch 7.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import TrainerError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """File -> (size, size, 3) uint8 RGB. Must match edge_server.imageio.decode_to_array."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+@dataclass
+class Split:
+    class_names: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    skipped: list[tuple[str, str]]  # (path, why)
+
+    def counts(self, part: str) -> dict[str, int]:
+        c = Counter(label for _, label in getattr(self, part))
+        return {name: c.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def imbalance_ratio(self) -> float:
+        counts = [v for v in self.counts("train").values()]
+        return max(counts) / max(1, min(counts))
+
+    def to_json(self) -> dict:
+        return {"class_names": self.class_names, "train": self.train, "val": self.val, "skipped": self.skipped}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> "Split":
+        d = json.loads(Path(path).read_text())
+        return cls(d["class_names"], [tuple(x) for x in d["train"]], [tuple(x) for x in d["val"]], [tuple(x) for x in d["skipped"]])
+
+
+def _check_image(path: Path) -> str | None:
+    """None if Pillow can decode the file, else why not."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:  # verify() does not decode pixels; load() does
+            img.load()
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def scan_folder(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, str]]]:
+    """One subfolder per class -> (sorted class names, [(path, label)], [(skipped path, why)])."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainerError(f"Expected a folder with one subfolder per class. Received: {str(root)!r} (not a folder)")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = class_names if class_names is not None else found
+    if class_names is not None and set(found) - set(class_names):
+        raise TrainerError(
+            f"{root} has class folders the training data does not: {sorted(set(found) - set(class_names))}. "
+            f"Expected a subset of {class_names}. Received: {found}"
+        )
+    items, skipped = [], []
+    for label, name in enumerate(names):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            why = "not an image file suffix" if path.suffix.lower() not in IMAGE_SUFFIXES else _check_image(path)
+            if why:
+                skipped.append((str(path), why))
+            else:
+                items.append((str(path), label))
+    return names, items, skipped
+
+
+def stratified_split(items, val_fraction: float, seed: int):
+    """Per class, a seeded shuffle, then the first `val_fraction` (at least one) to validation."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[int, list] = {}
+    for it in items:
+        by_label.setdefault(it[1], []).append(it)
+    train, val = [], []
+    for label in sorted(by_label):
+        group = by_label[label]
+        order = rng.permutation(len(group))
+        n_val = max(1, round(len(group) * val_fraction)) if len(group) >= 2 else 0
+        val += [group[i] for i in order[:n_val]]
+        train += [group[i] for i in order[n_val:]]
+    return train, val
+
+
+def make_split(data_dir: Path, val_dir: Path | None = None, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    names, items, skipped = scan_folder(data_dir)
+    if not items:
+        raise TrainerError(f"Expected image files in one subfolder per class. Received: no readable images under {data_dir}")
+    present = sorted({label for _, label in items})
+    if len(present) < 2:
+        raise TrainerError(
+            f"Expected at least 2 classes (subfolders with images). Received: {len(present)} "
+            f"({[names[i] for i in present]}) under {data_dir}"
+        )
+    if val_dir is not None:
+        _, val, skipped_val = scan_folder(val_dir, class_names=names)
+        if not val:
+            raise TrainerError(f"Expected validation images in {val_dir}. Received: none readable")
+        return Split(names, items, val, skipped + skipped_val)
+    train, val = stratified_split(items, val_fraction, seed)
+    return Split(names, train, val, skipped)
+
+
+def load_pixels(items, size: int, progress=None, every: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every image once into one uint8 array (the cache the tf.data pipeline reads)."""
+    x = np.empty((len(items), size, size, 3), np.uint8)
+    y = np.empty((len(items),), np.int32)
+    for i, (path, label) in enumerate(items):
+        x[i] = decode_image(path, size)
+        y[i] = label
+        if progress and (i + 1) % every == 0:
+            progress(f"decoded {i + 1}/{len(items)} images")
+    return x, y

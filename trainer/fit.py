@@ -1,0 +1,376 @@
+"""`train(config)`: data -> quadrant decision -> fit by strategy -> run folder.
+
+The run folder (model.keras, labels.txt, split.json, report.json, plots) is
+built under a temporary name and renamed into place only when complete, so an
+interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import data as data_mod
+from .backbones import block_index, build_base, count_blocks, get_backbone
+from .config import TrainConfig
+from .errors import TrainerError
+from .heads import HEADS, assemble, build_head, fit_linear_svm, loss_for, svm_head
+from .strategy import Decision, choose_strategy
+
+# Training from scratch: Keras' MobileNet batch-norm momentum (0.999) needs
+# thousands of steps before the moving statistics mean anything, so a short
+# run validates at chance. 0.9 converges within a few epochs.
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    decision: Decision
+    report: dict
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _keras_verbose() -> int:
+    return 1 if sys.stdout.isatty() else 2  # 2: one line per epoch in logs and CI
+
+
+def augmenter(seed: int):
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomZoom(0.15, fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
+        ],
+        name="augment",
+    )
+
+
+def make_dataset(x, y, batch_size: int, *, shuffle: bool, augment: bool, seed: int):
+    """Decoded pixels -> batched tf.data pipeline. Augmentation stays outside the model graph."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        aug = augmenter(seed)
+        ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def set_trainable(base, spec, top_blocks: int) -> None:
+    """Unfreeze exactly the top `top_blocks` blocks; batch norm stays frozen (inference mode)
+    whenever any part of the base is frozen."""
+    import keras
+
+    total = count_blocks(spec, base.layers)
+    blocks = block_index(spec, base.layers)
+    base.trainable = top_blocks > 0
+    if top_blocks <= 0:
+        return
+    partial = top_blocks < total
+    for layer, b in zip(base.layers, blocks):
+        trainable = b > total - top_blocks or (not partial)
+        if partial and isinstance(layer, keras.layers.BatchNormalization):
+            trainable = False
+        layer.trainable = trainable
+
+
+def layer_counts(model) -> dict:
+    """Counts over layers that own weights, at every nesting depth."""
+    import keras
+
+    trainable = frozen = 0
+
+    def walk(layer, parent_trainable=True):
+        nonlocal trainable, frozen
+        effective = parent_trainable and layer.trainable
+        if isinstance(layer, keras.Model):
+            for sub in layer.layers:
+                walk(sub, effective)
+        elif layer.weights:
+            if effective and layer.trainable_weights:
+                trainable += 1
+            else:
+                frozen += 1
+
+    for layer in model.layers:
+        walk(layer)
+    return {
+        "trainable_layers": trainable,
+        "frozen_layers": frozen,
+        "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "frozen_params": int(sum(np.prod(w.shape) for w in model.non_trainable_weights)),
+    }
+
+
+class _Trainer:
+    """One training run; methods named after the strategy they implement."""
+
+    def __init__(self, cfg: TrainConfig, spec, base, head, model, features, decision, xs, log):
+        self.cfg, self.spec, self.base, self.head = cfg, spec, base, head
+        self.model, self.features, self.decision, self.log = model, features, decision, log
+        (self.x_tr, self.y_tr), (self.x_va, self.y_va) = xs
+        self.n_classes = int(max(self.y_tr.max(), self.y_va.max() if len(self.y_va) else 0) + 1)
+        self.history: dict[str, list] = {}
+        self.phases: list[dict] = []
+
+    def _callbacks(self):
+        import keras
+
+        return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.cfg.patience, restore_best_weights=True)]
+
+    def _compile(self, model, lr):
+        import keras
+
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(self.n_classes), metrics=["accuracy"])
+
+    def _record(self, phase: str, hist, lr: float, seconds: float) -> None:
+        for k, v in hist.history.items():
+            self.history.setdefault(k, []).extend(float(x) for x in v)
+        self.phases.append({"phase": phase, "epochs": len(hist.history.get("loss", [])), "learning_rate": lr, "seconds": round(seconds, 2)})
+
+    def _fit_images(self, phase: str, lr: float, epochs: int, augment: bool) -> None:
+        cfg = self.cfg
+        self._compile(self.model, lr)
+        train_ds = make_dataset(self.x_tr, self.y_tr, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.seed)
+        val_ds = make_dataset(self.x_va, self.y_va, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
+        self.log(f"[{phase}] fitting {layer_counts(self.model)['trainable_params']:,} trainable parameters, lr={lr:g}, up to {epochs} epochs")
+        t = time.perf_counter()
+        hist = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=self._callbacks(), verbose=_keras_verbose())
+        self._record(phase, hist, lr, time.perf_counter() - t)
+
+    def strategy_1(self) -> None:
+        set_trainable(self.base, self.spec, self.decision.total_blocks)
+        self._fit_images("full", self.decision.learning_rates["full"], self.cfg.epochs, self.decision.augment)
+
+    def strategy_2(self) -> None:
+        set_trainable(self.base, self.spec, 0)
+        self._fit_images("head", self.decision.learning_rates["head"], self.cfg.epochs, self.decision.augment)
+        set_trainable(self.base, self.spec, self.decision.unfreeze_blocks)
+        self._fit_images(
+            f"fine-tune top {self.decision.unfreeze_blocks} blocks",
+            self.decision.learning_rates["fine_tune"],
+            self.cfg.fine_tune_epochs or self.cfg.epochs,
+            self.decision.augment,
+        )
+
+    def cached_features(self):
+        """Run the frozen base once per image (plus `augment_views` augmented copies)."""
+        cfg = self.cfg
+        t = time.perf_counter()
+        self.log(f"[features] extracting features of {len(self.x_tr)} training and {len(self.x_va)} validation images")
+        bs = max(cfg.batch_size, 64)
+        f_tr = [self.features.predict(self.x_tr.astype(np.float32), batch_size=bs, verbose=0)]
+        if self.decision.augment:
+            aug = augmenter(cfg.seed)
+            for view in range(cfg.augment_views):
+                ds = make_dataset(self.x_tr, self.y_tr, bs, shuffle=False, augment=False, seed=cfg.seed)
+                views = [self.features.predict_on_batch(aug(a, training=True)) for a, _ in ds]
+                f_tr.append(np.concatenate(views))
+                self.log(f"[features] augmented view {view + 1}/{cfg.augment_views}")
+        f_va = self.features.predict(self.x_va.astype(np.float32), batch_size=bs, verbose=0)
+        y_tr = np.concatenate([self.y_tr] * len(f_tr))
+        self.phases.append({"phase": "feature extraction", "seconds": round(time.perf_counter() - t, 2), "views": len(f_tr)})
+        return np.concatenate(f_tr), y_tr, f_va
+
+    def strategy_3(self) -> None:
+        set_trainable(self.base, self.spec, 0)
+        if not self.cfg.extra.get("cache_features", True):  # the naive path, kept for the benchmark
+            self._fit_images("head (uncached)", self.decision.learning_rates["head"], self.cfg.epochs, self.decision.augment)
+            return
+        f_tr, y_tr, f_va = self.cached_features()
+        if self.cfg.head == "svm":
+            return  # the SVM is fit on features in finish_head
+        lr = self.decision.learning_rates["head"]
+        self._compile(self.head, lr)
+        self.log(f"[head] fitting the head on {len(f_tr)} cached feature vectors, lr={lr:g}")
+        t = time.perf_counter()
+        hist = self.head.fit(
+            f_tr, y_tr, validation_data=(f_va, self.y_va), epochs=self.cfg.epochs, batch_size=self.cfg.batch_size,
+            shuffle=True, callbacks=self._callbacks(), verbose=_keras_verbose(),
+        )
+        self._record("head (cached features)", hist, lr, time.perf_counter() - t)
+
+    def finish_head(self):
+        """For the SVM head: fit LinearSVC on the final features and fold it into a Dense layer."""
+        if self.cfg.head != "svm":
+            return self.model, {}
+        t = time.perf_counter()
+        f_tr = self.features.predict(self.x_tr.astype(np.float32), batch_size=64, verbose=0)
+        W, b, C, cv, _ = fit_linear_svm(f_tr, self.y_tr, seed=self.cfg.seed, log=self.log)
+        head = svm_head(W, b, self.n_classes)
+        model, self.features = assemble(self.spec, self.base, head, self.x_tr.shape[1])
+        self.phases.append({"phase": "svm", "seconds": round(time.perf_counter() - t, 2), "C": C})
+        return model, {"svm_C": C, "svm_cv_accuracy": cv}
+
+
+def evaluate(model, x, y, n_classes: int, class_names: list[str]) -> dict:
+    probs = model.predict(x.astype(np.float32), batch_size=64, verbose=0)
+    pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(1)
+    cm = np.zeros((n_classes, n_classes), int)
+    for t, p in zip(y, pred):
+        cm[t, p] += 1
+    per_class = {}
+    for i, name in enumerate(class_names):
+        tp, col, row = cm[i, i], cm[:, i].sum(), cm[i].sum()
+        per_class[name] = {
+            "precision": float(tp / col) if col else 0.0,
+            "recall": float(tp / row) if row else 0.0,
+            "support": int(row),
+        }
+    return {"val_accuracy": float((pred == y).mean()) if len(y) else None, "confusion_matrix": cm.tolist(), "per_class": per_class}
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__}
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Swap a finished run folder into place; an older run of the same name goes only after."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train(cfg: TrainConfig, log=_log) -> RunResult:
+    """Train a classifier as the config says; return where the run folder is and what was decided."""
+    started = time.perf_counter()
+    spec = get_backbone(cfg.backbone)
+    size = cfg.image_size or spec.default_size
+    spec.check_size(size)
+    spec.check_alpha(cfg.alpha)
+    if cfg.head not in HEADS:
+        raise TrainerError(f"Unknown head; expected one of {list(HEADS)}. Received: head={cfg.head!r}")
+
+    split = data_mod.make_split(cfg.data_dir, cfg.val_dir, cfg.val_fraction, cfg.seed)
+    if split.skipped:
+        listing = "\n".join(f"  {p}: {why}" for p, why in split.skipped)
+        log(f"warning: skipped {len(split.skipped)} file(s) that are not readable images:\n{listing}")
+    counts = split.counts("train")
+    log(f"data: {len(split.train)} training / {len(split.val)} validation images in {len(split.class_names)} classes {counts}")
+    if split.imbalance_ratio() >= 3:
+        log(f"warning: classes are imbalanced: the largest has {split.imbalance_ratio():.1f}x the images of the smallest")
+
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    t = time.perf_counter()
+    xs = (data_mod.load_pixels(split.train, size, log), data_mod.load_pixels(split.val, size, log))
+    decode_seconds = time.perf_counter() - t
+
+    dist = _distribution(cfg.distribute)
+    with dist.scope():
+        base = build_base(spec, size, cfg.alpha, cfg.weights)
+        pretrained = cfg.weights is not None
+        if not pretrained:
+            for layer in base.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = SCRATCH_BN_MOMENTUM
+        similarity, score = _similarity(cfg, base, spec, xs[0][0], pretrained, log)
+        decision = choose_strategy(
+            dataset_size=len(split.train), pretrained=pretrained, similarity=similarity, similarity_score=score,
+            total_blocks=count_blocks(spec, base.layers), small_threshold=cfg.small_threshold,
+            strategy=cfg.strategy, unfreeze_blocks=cfg.unfreeze_blocks, augment=cfg.augment,
+        )
+        log("decision: " + decision.summary())
+        n_classes = len(split.class_names)
+        head = build_head(cfg.head, base.output_shape[-1], n_classes, cfg.dropout)
+        model, features = assemble(spec, base, head, size)
+        trainer = _Trainer(cfg, spec, base, head, model, features, decision, xs, log)
+        getattr(trainer, f"strategy_{decision.strategy}")()
+        model, head_info = trainer.finish_head()
+
+    metrics = evaluate(model, xs[1][0], xs[1][1], n_classes, split.class_names)
+    log(f"validation accuracy: {metrics['val_accuracy']:.3f}")
+
+    name = cfg.name or time.strftime(f"{cfg.backbone}-%Y%m%d-%H%M%S")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.out_dir / f".{name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model.save(tmp / "model.keras")
+        (tmp / "labels.txt").write_text("\n".join(split.class_names) + "\n")
+        split.save(tmp / "split.json")
+        report = {
+            "name": name,
+            "backbone": cfg.backbone,
+            "alpha": cfg.alpha,
+            "image_size": size,
+            "weights": cfg.weights or "none",
+            "head": cfg.head,
+            "dataset_size": len(split.train),
+            "validation_size": len(split.val),
+            "class_names": split.class_names,
+            "class_counts": {"train": counts, "val": split.counts("val")},
+            "imbalance_ratio": round(split.imbalance_ratio(), 3),
+            "skipped_files": split.skipped,
+            "similarity": decision.similarity,
+            "similarity_score": decision.similarity_score,
+            "quadrant": decision.quadrant,
+            "strategy": decision.strategy,
+            "decision": decision.to_dict(),
+            **layer_counts(model),
+            "metrics": {**metrics, **head_info, "val_loss_best": min(trainer.history.get("val_loss", [float("nan")]))},
+            "history": trainer.history,
+            "phases": trainer.phases,
+            "timings_s": {"decode": round(decode_seconds, 2), "total": round(time.perf_counter() - started, 2)},
+            "config": cfg.to_dict(),
+            "versions": _versions(),
+        }
+        from .report import write_report
+
+        write_report(tmp, report, log)
+        dest = cfg.out_dir / name
+        _publish(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"run saved: {dest}")
+    return RunResult(dest, decision, report)
+
+
+def _distribution(kind: str | None):
+    import tensorflow as tf
+
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()  # the default, no-op strategy
+
+
+def _similarity(cfg: TrainConfig, base, spec, x_train, pretrained: bool, log):
+    """(similarity, score): given, estimated from pretrained weights, or not applicable."""
+    if not pretrained:
+        if cfg.similarity != "auto":
+            log(f"note: --similarity {cfg.similarity} has no effect without pretrained weights")
+        return None, None
+    if cfg.similarity != "auto":
+        return cfg.similarity, None
+    from .similarity import estimate_similarity
+
+    result = estimate_similarity(base, spec, x_train, log=log)
+    return result.label, result.score

@@ -1,0 +1,107 @@
+"""Classifier heads on the pooled backbone features, and the assembled model.
+
+Every head is a small Keras model from the pooled feature vector to class
+scores, so it can be fit on cached features (strategy 3) and then plugged on
+top of the base. Two classes use one sigmoid unit, more use softmax.
+
+The SVM head is scikit-learn's LinearSVC (C by cross-validated grid search) on
+standardized features. Its decision function is affine, so the scaler and the
+SVM fold into one Dense layer ("svm_decision"): the saved Keras model and every
+export contain it, and no scikit-learn is needed to serve.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import TrainerError
+
+HEADS = ("fc", "gap", "svm")
+SVM_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+def output_units(n_classes: int) -> tuple[int, str]:
+    return (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
+
+
+def loss_for(n_classes: int) -> str:
+    return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def build_head(kind: str, feature_dim: int, n_classes: int, dropout: float = 0.2, fc_units: int = 256):
+    """A Keras model: pooled features -> class scores, named "head"."""
+    import keras
+
+    units, activation = output_units(n_classes)
+    inp = keras.Input((feature_dim,), name="features")
+    if kind == "fc":
+        x = keras.layers.Dense(fc_units, activation="relu", name="fc")(inp)
+        x = keras.layers.Dropout(dropout, name="fc_dropout")(x)
+    elif kind in ("gap", "svm"):  # svm: a trainable stand-in until the SVM is fit and folded in
+        x = keras.layers.Dropout(dropout, name="dropout")(inp)
+    else:
+        raise TrainerError(f"Unknown head; expected one of {list(HEADS)}. Received: head={kind!r}")
+    out = keras.layers.Dense(units, activation=activation, name="scores")(x)
+    return keras.Model(inp, out, name="head")
+
+
+def svm_head(weights: np.ndarray, bias: np.ndarray, n_classes: int):
+    """A head whose Dense layer computes a fitted LinearSVC's decision_function."""
+    import keras
+
+    units, activation = output_units(n_classes)
+    inp = keras.Input((weights.shape[0],), name="features")
+    dense = keras.layers.Dense(units, name="svm_decision")
+    logits = dense(inp)
+    dense.set_weights([weights.astype(np.float32), bias.astype(np.float32)])
+    out = keras.layers.Activation(activation, name="scores")(logits)
+    return keras.Model(inp, out, name="head")
+
+
+def fit_linear_svm(features: np.ndarray, labels: np.ndarray, seed: int = 0, log=print):
+    """LinearSVC with C chosen by stratified k-fold grid search; returns (W, b, C, cv score, model).
+
+    W and b fold the StandardScaler in: decision(x) = ((x - mu) / sd) @ coef.T + intercept
+                                                    = x @ (coef / sd).T + (intercept - coef @ (mu / sd)).
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    min_count = int(np.bincount(labels).min())
+    folds = max(2, min(5, min_count))
+    pipe = make_pipeline(StandardScaler(), LinearSVC(dual="auto", max_iter=20000, random_state=seed))
+    search = GridSearchCV(
+        pipe, {"linearsvc__C": list(SVM_C_GRID)}, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1
+    )
+    search.fit(features, labels)
+    best = search.best_estimator_
+    scaler, svm = best.named_steps["standardscaler"], best.named_steps["linearsvc"]
+    sd = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
+    coef = svm.coef_ / sd  # (units, dim)
+    intercept = svm.intercept_ - (svm.coef_ * (scaler.mean_ / sd)).sum(axis=1)
+    C = search.best_params_["linearsvc__C"]
+    log(f"svm head: C={C} chosen by {folds}-fold cross-validation (accuracy {search.best_score_:.3f})")
+    return coef.T, intercept, C, float(search.best_score_), best
+
+
+def assemble(spec, base, head, size: int):
+    """raw 0-255 RGB -> normalization -> backbone -> global average pool -> head."""
+    import keras
+
+    from .backbones import normalization_layers
+
+    inp = keras.Input((size, size, 3), name="image")
+    x = inp
+    for layer in normalization_layers(spec, size):
+        x = layer(x)
+    base.name = "backbone"
+    # No training= argument here: a BatchNormalization layer runs in inference
+    # mode exactly when it is frozen (Keras 3), which is what we want.
+    x = base(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = head(pooled)
+    model = keras.Model(inp, out, name="classifier")
+    features = keras.Model(inp, pooled, name="feature_extractor")
+    return model, features
