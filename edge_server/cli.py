@@ -121,8 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries our progress lines."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated.*")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_tensorflow()  # only sets defaults; imports nothing
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -7,14 +7,14 @@ from .errors import ExportError, VerificationError
 
 
 def export(config, **kwargs):
-    from .export import export as _export
+    from .pipeline import export as _export
 
     return _export(config, **kwargs)
 
 
 def __getattr__(name):
     if name == "ExportConfig":
-        from .export import ExportConfig
+        from .pipeline import ExportConfig
 
         return ExportConfig
     raise AttributeError(name)

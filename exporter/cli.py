@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args) -> int:
-    from .export import ExportConfig, export
+    from .pipeline import ExportConfig, export
 
     export(ExportConfig(
         source=args.source, format=args.format, precision=args.precision, labels=args.labels,

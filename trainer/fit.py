@@ -151,7 +151,9 @@ class _Trainer:
         val_ds = make_dataset(self.x_va, self.y_va, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
         self.log(f"[{phase}] fitting {layer_counts(self.model)['trainable_params']:,} trainable parameters, lr={lr:g}, up to {epochs} epochs")
         t = time.perf_counter()
-        hist = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=self._callbacks(), verbose=_keras_verbose())
+        # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+        hist = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,
+                              callbacks=self._callbacks(), verbose=_keras_verbose())
         self._record(phase, hist, lr, time.perf_counter() - t)
 
     def strategy_1(self) -> None:

@@ -1,0 +1,128 @@
+"""Shared fixtures. The expensive ones (a trained model, exported bundles, a
+running server) are built once per session and reused.
+
+Everything is offline: models are built with weights=None, small inputs and
+small width multipliers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The demo recipe the tests train: small enough for ~1 minute on 2 cores,
+# large enough that a from-scratch MobileNetV2 clearly learns the shapes.
+DEMO = dict(classes=3, per_class=1000, size=64)
+TRAIN = dict(backbone="mobilenet_v2", alpha=0.35, image_size=64, weights=None, epochs=12, augment=True, patience=4)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    from trainer.demo_data import DemoDataConfig, generate
+
+    out = tmp_path_factory.mktemp("demo") / "data"
+    generate(DemoDataConfig(out, **DEMO))
+    return out
+
+
+@pytest.fixture(scope="session")
+def heldout_dir(tmp_path_factory) -> Path:
+    """Demo images the model never saw (another seed), one folder per class."""
+    from trainer.demo_data import DemoDataConfig, generate
+
+    out = tmp_path_factory.mktemp("heldout") / "data"
+    generate(DemoDataConfig(out, classes=DEMO["classes"], per_class=60, size=DEMO["size"], seed=12345))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_dir, tmp_path_factory):
+    from trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs")
+    result = train(TrainConfig(data_dir=demo_dir, out_dir=out, name="shapes", seed=0, **TRAIN), log=lambda m: None)
+    return result
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(trained_run, heldout_dir, tmp_path_factory) -> Path:
+    from exporter import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("bundles") / "shapes.tflite-int8"
+    export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="int8", images=heldout_dir, out=out), log=lambda m: None)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def edgeport_cmd() -> list[str]:
+    return [sys.executable, "-m", "edge_server.cli"]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path):
+        self.proc, self.url, self.log = proc, url, log
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_server(bundle: Path, tmp: Path, *extra: str, timeout: float = 60.0) -> Server:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    proc = subprocess.Popen(
+        [*edgeport_cmd(), "serve", str(bundle), "--host", "127.0.0.1", "--port", str(port), *extra],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/v2/health/ready", timeout=1) as r:
+                if json.load(r).get("ready"):
+                    return Server(proc, url, log)
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server not ready in {timeout} s: {log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(int8_bundle, tmp_path_factory):
+    srv = start_server(int8_bundle, tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+def http(method: str, url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 30):
+    """(status, parsed JSON or text, headers) without raising on 4xx/5xx."""
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, body, hdrs = r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        status, body, hdrs = e.code, e.read(), e.headers
+    try:
+        return status, json.loads(body), hdrs
+    except ValueError:
+        return status, body.decode(errors="replace"), hdrs

@@ -1,0 +1,75 @@
+"""Every allowed format x precision exports, loads in its runtime and agrees; bad requests fail clearly."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_server.service import ModelService
+from exporter import ExportConfig, ExportError, VerificationError, export
+from exporter.formats import FORMATS, allowed_combinations, lookup
+
+ROWS = [(f, p) for f, spec in FORMATS.items() for p in spec.precisions if (f, p) != ("tflite", "int8")]
+
+
+@pytest.mark.parametrize("fmt, precision", ROWS)
+def test_every_allowed_row_exports_and_agrees(trained_run, heldout_dir, tmp_path, fmt, precision):
+    out = tmp_path / f"b-{fmt}-{precision}"
+    result = export(ExportConfig(source=trained_run.run_dir, format=fmt, precision=precision, images=heldout_dir,
+                                 out=out, calibration_size=100, verify_size=90), log=lambda m: None)
+    v = result.meta["verification"]
+    assert v["top1_agreement"] >= lookup(fmt, precision)[1].min_agreement
+    assert v["size_bytes"] == (out / f"model.{fmt}").stat().st_size
+    if precision == "float32":
+        assert v["max_abs_diff"] < 1e-3
+    svc = ModelService.from_path(out)  # loads back with its sha256 checked
+    assert svc.bundle.format == fmt and svc.size == 64
+
+
+def test_forbidden_combination_lists_the_allowed_ones(trained_run):
+    with pytest.raises(ExportError) as e:
+        export(ExportConfig(source=trained_run.run_dir, format="onnx", precision="dynamic"))
+    msg = str(e.value)
+    assert "onnx/dynamic" in msg and all(c in msg for c in allowed_combinations())
+
+
+def test_export_under_the_floor_is_rejected_and_not_published(trained_run, heldout_dir, tmp_path, monkeypatch):
+    """Construct a bad export: the converter writes a model with shuffled weights."""
+    import exporter.pipeline as E
+
+    real = E.converter
+
+    def sabotaged(fmt):
+        convert = real(fmt)
+
+        def inner(model, precision, out_path, calibration, workdir, log=print):
+            import keras
+
+            broken = keras.models.clone_model(model)
+            rng = np.random.default_rng(0)
+            broken.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in model.get_weights()])
+            return convert(broken, precision, out_path, calibration, workdir, log=log)
+
+        return inner
+
+    monkeypatch.setattr(E, "converter", sabotaged)
+    out = tmp_path / "bad"
+    with pytest.raises(VerificationError, match="floor"):
+        export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="float32", images=heldout_dir,
+                            out=out, verify_size=60), log=lambda m: None)
+    assert not out.exists() and not list(tmp_path.glob(".bad*"))
+
+
+def test_bare_keras_file_needs_labels(trained_run):
+    with pytest.raises(ExportError, match="--labels"):
+        export(ExportConfig(source=trained_run.run_dir / "model.keras", format="tflite", precision="float32"))
+
+
+def test_bundle_json_says_how_to_serve(int8_bundle):
+    meta = json.loads((int8_bundle / "bundle.json").read_text())
+    assert meta["input"]["layout"] == "NHWC" and meta["input"]["color_order"] == "RGB"
+    assert meta["input"]["value_range"] == [0, 255] and meta["input"]["quantization"]["scale"] == pytest.approx(1.0, abs=1e-3)
+    assert meta["output"]["activation"] == "softmax"
+    assert meta["source"]["backbone"] == "mobilenet_v2" and len(meta["source"]["model_sha256"]) == 64
+    for k in ("top1_agreement", "reference_accuracy", "exported_accuracy", "size_bytes", "latency_ms"):
+        assert k in meta["verification"]
