@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, help="a trainer run folder, or a .keras file (with --labels)")
     p.add_argument("--format", choices=["tflite", "onnx"], help="default: from --device, else tflite")
     p.add_argument("--precision", choices=["float32", "float16", "dynamic", "int8"], help="default: from --device, else int8")
+    p.add_argument("--io-dtype", choices=["uint8", "int8", "float32"],
+                   help="input/output tensor type; only tflite/int8 offers a choice (default uint8: raw pixels in)")
     p.add_argument("--labels", type=Path, help="labels file (one per line) for a bare .keras model")
     p.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training images)")
     p.add_argument("--images", type=Path, help="held-out images for verification (default: the run's validation split)")
@@ -37,7 +39,7 @@ def cmd_export(args) -> int:
     export(ExportConfig(
         source=args.source, format=args.format, precision=args.precision, labels=args.labels,
         calibration=args.calibration, images=args.images, device=args.device, min_agreement=args.min_agreement,
-        out=args.out, threads=args.threads, calibration_size=args.calibration_size,
+        out=args.out, threads=args.threads, calibration_size=args.calibration_size, io_dtype=args.io_dtype,
     ))
     return 0
 

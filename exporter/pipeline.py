@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_server.bundle import write_bundle
-
 from . import calibration as calib
 from .errors import ExportError, VerificationError
-from .formats import lookup
+from .formats import lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, input_size, output_activation
+from .publish import publish
 from .source import resolve_source
 from .verify import table, verify_export
 
@@ -37,6 +36,7 @@ class ExportConfig:
     min_agreement: float | None = None  # None: the precision's default floor
     out: Path | None = None
     threads: int | None = None
+    io_dtype: str | None = None  # tflite int8 only: uint8 (default) | int8 | float32
     calibration_size: int = 200
     verify_size: int = 200
     seed: int = 0
@@ -53,10 +53,10 @@ def checked(fmt: str):
 
     def wrap(fn):
         @functools.wraps(fn)
-        def inner(model, precision, out_path: Path, calibration, workdir, log=print):
+        def inner(model, precision, out_path: Path, calibration, workdir, log=print, **options):
             t = time.perf_counter()
             try:
-                fn(model, precision, out_path, calibration, workdir, log=log)
+                fn(model, precision, out_path, calibration, workdir, log=log, **options)
             except ExportError:
                 raise
             except Exception as e:
@@ -101,6 +101,7 @@ def _items(source, part: str):
 def export(cfg: ExportConfig, log=print) -> ExportResult:
     fmt, precision, threads = _defaults(cfg)
     fmt_spec, prec = lookup(fmt, precision)
+    io_dtype = resolve_io_dtype(fmt, precision, cfg.io_dtype)
     floor = prec.min_agreement if cfg.min_agreement is None else cfg.min_agreement
     if not 0.0 <= floor <= 1.0:
         raise ExportError(f"--min-agreement must be between 0 and 1. Received: {floor}")
@@ -133,19 +134,23 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     workdir = Path(tempfile.mkdtemp(prefix="edgeport-export-"))
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
-        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log)
+        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
         log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs Keras")
         figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads)
         log(table([{"format": fmt, "precision": precision, "verification": figures}]))
+        if not figures["dynamic_batch"]["ok"]:
+            log(f"warning: {fmt_spec.runtime} did not run a batch of {figures['dynamic_batch']['batch']} like single images: "
+                f"{figures['dynamic_batch']}; serve one image per call")
         figures["min_agreement"] = floor
         if figures["top1_agreement"] < floor:
             raise VerificationError(
                 f"{fmt}/{precision} agrees with the Keras model on {100 * figures['top1_agreement']:.1f}% of "
-                f"{figures['images']} images; the floor is {100 * floor:.1f}%. Nothing was written to {out}. "
+                f"{figures['images']} images; the floor is {100 * floor:.1f}%. Nothing was published: {out} is as it was. "
                 "Try more or more representative --calibration images, another precision, or lower --min-agreement."
             )
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
-        write_bundle(out, model_file, meta)
+        meta["export"]["io_dtype"] = io_dtype
+        publish(out, model_file, meta, log=log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"bundle saved: {out}")

@@ -11,28 +11,55 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ExportError
 from .graph import INPUT_NAME, serving_function, signature
 
 OPSET = 17
 
 
-def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print) -> Path:
+def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
+            io_dtype: str = "float32") -> Path:
     import tf2onnx
 
     fp32 = workdir / "model.fp32.onnx"
+    # tf2onnx's optimizers already push the NHWC<->NCHW Transposes out of the
+    # graph: one Transpose is left, right after the input (see
+    # benchmarks/bench_export.py for the count and the speed story).
     tf2onnx.convert.from_function(
         serving_function(model), input_signature=signature(model), opset=OPSET, output_path=str(fp32)
     )
-    if precision == "float32":
-        fp32.replace(out_path)
-    elif precision == "float16":
-        _to_float16(fp32, out_path)
-    elif precision == "int8":
-        _quantize_static(fp32, out_path, calibration, workdir, log)
+    STEPS[precision](fp32, out_path, calibration, workdir, log)
+    check_graph(out_path)
     return out_path
 
 
-def _to_float16(src: Path, dst: Path) -> None:
+def check_graph(path: Path) -> None:
+    """The contract the server relies on: opset 17, one NHWC input named "image" with a dynamic batch."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+    inputs = [i for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
+    dims = [d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
+    problems = []
+    if opset != OPSET:
+        problems.append(f"opset {opset}")
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        problems.append(f"inputs {[i.name for i in inputs]}")
+    elif len(dims) != 4 or not isinstance(dims[0], str) or dims[3] != 3:
+        problems.append(f"input shape {dims}")
+    if problems:
+        raise ExportError(
+            f"Expected opset {OPSET} and one input {INPUT_NAME!r} shaped (batch, H, W, 3) with a dynamic batch. "
+            f"Received: {', '.join(problems)} in {path.name}"
+        )
+
+
+def _as_is(src: Path, dst: Path, calibration, workdir, log) -> None:
+    src.replace(dst)
+
+
+def _to_float16(src: Path, dst: Path, calibration=None, workdir=None, log=print) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -60,6 +87,8 @@ class _Reader:
 
 
 def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, log) -> None:
+    if images is None or not len(images):
+        raise ExportError("ONNX int8 needs calibration images. Received: none")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -71,3 +100,7 @@ def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, lo
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
     )
+
+
+# precision -> the step that turns the float32 graph into the published file
+STEPS = {"float32": _as_is, "float16": _to_float16, "int8": _quantize_static}

@@ -6,36 +6,76 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import write_saved_model
+from .errors import ExportError
+from .graph import INPUT_NAME, write_saved_model
+
+# The converter's knobs per precision, as data. "int8" is full integer: every
+# op must have an int8 kernel (TFLITE_BUILTINS_INT8), or conversion fails
+# instead of silently leaving float islands in the graph.
+RECIPES = {
+    "float32": {"optimize": False, "float16": False, "integer_only": False},
+    "float16": {"optimize": True, "float16": True, "integer_only": False},
+    "dynamic": {"optimize": True, "float16": False, "integer_only": False},
+    "int8": {"optimize": True, "float16": False, "integer_only": True},
+}
 
 
-def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print) -> Path:
+def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
+            io_dtype: str = "float32") -> Path:
     import tensorflow as tf
 
+    recipe = RECIPES[precision]
+    # The SavedModel route (Keras 3 ExportArchive): converting the Keras model
+    # or a concrete function directly trips over resource variables in int8 calibration.
     saved = write_saved_model(model, workdir / "saved_model")
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serve"])
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if precision == "float16":
+    if recipe["optimize"]:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if recipe["float16"]:
         conv.target_spec.supported_types = [tf.float16]
-    elif precision == "dynamic":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if recipe["integer_only"]:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # uint8 in: raw pixels pass straight through (scale 1, zero point 0); uint8 out: scores.
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.uint8
+        # uint8: raw pixels pass straight through (scale 1, zero point 0); int8: pixel - 128;
+        # float32: the file quantizes on its own input and dequantizes its output.
+        conv.inference_input_type = conv.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         conv.representative_dataset = _representative(calibration, log)
     out_path.write_bytes(conv.convert())
+    check_builtin_ops(out_path)
     return out_path
 
 
+def op_names(path: Path) -> list[str]:
+    """The operator names in a .tflite file, read by the LiteRT interpreter (no allocation needed)."""
+    from edge_server.runtimes import find_litert_interpreter
+
+    Interpreter, _ = find_litert_interpreter()
+    return [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]
+
+
+def check_builtin_ops(path: Path) -> None:
+    """Refuse a file that needs Flex (Select TF) or custom ops: a device's LiteRT cannot run them.
+
+    The converter is already restricted to builtins; this checks the result, so
+    a converter change or a sabotaged recipe cannot slip a Flex op through.
+    Builtin op names are UPPER_SNAKE ("CONV_2D"); Flex ops are "Flex<TfOp>"
+    and custom ops carry their own CamelCase code.
+    """
+    bad = sorted({name for name in op_names(path) if name.startswith("Flex") or not name.isupper()})
+    if bad:
+        raise ExportError(f"Expected builtin TFLite ops only (no Flex/custom ops). Received: {bad} in {path.name}")
+
+
 def _representative(images: np.ndarray, log):
+    if images is None or not len(images):
+        raise ExportError("Full-integer TFLite needs calibration images. Received: none")
+
     def gen():
         for i, img in enumerate(images):
             if (i + 1) % 50 == 0 or i + 1 == len(images):
                 log(f"calibration: {i + 1}/{len(images)} images")
-            yield {"image": img[None].astype(np.float32)}
+            # Raw 0-255 pixels as float32, exactly what the serving signature takes:
+            # the model's own normalization layer runs inside the calibrated graph.
+            yield {INPUT_NAME: img[None].astype(np.float32)}
 
     return gen
