@@ -121,7 +121,15 @@ class OnnxRuntime:
         so.intra_op_num_threads = max(1, int(options.threads))
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ALL, not BASIC/EXTENDED: on x86 it adds the NCHWc layout transformer
+        # (blocked AVX2/AVX-512 conv kernels with fused Relu6), which makes
+        # MobileNetV2 ~2.5x faster than the other levels (benchmarks/bench_export.py).
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No spin-waiting: ORT's intra-op workers otherwise busy-wait after each
+        # run, which on a small board (or any oversubscribed CPU, or a pool of
+        # sessions in one process) steals the cores the next run needs; measured
+        # here, that made ONNX float32 3-4x slower than TFLite under load.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.enable_cpu_mem_arena = options.onnx_mem_arena
         so.log_severity_level = 3
         available = set(ort.get_available_providers())

@@ -28,9 +28,16 @@ def check_contract(bundle, fmt, io_dtype):
         assert Interpreter(model_path=str(model_file)).get_signature_list()["serve"]["inputs"] == ["image"]
         assert meta["input"]["shape"][0] == -1  # shape_signature: the batch is dynamic
     else:
+        import onnxruntime as ort
+
+        from edge_server.runtimes import RuntimeOptions, open_runtime
         from exporter.to_onnx import check_graph
 
         check_graph(model_file)
+        # The session settings the ONNX speed depends on (see benchmarks/bench_export.py).
+        so = open_runtime("onnx", model_file, RuntimeOptions(threads=2)).session.get_session_options()
+        assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert meta["input"]["name"] == "image" and meta["input"]["dtype"] == meta["output"]["dtype"] == io_dtype
     assert meta["verification"]["dynamic_batch"]["ok"], meta["verification"]["dynamic_batch"]
 
