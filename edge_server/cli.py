@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body accepted")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest decoded image accepted")
+    p.add_argument("--http-threads", type=int, help="HTTP worker threads (default: workers * 2 + 2)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN (repeatable; default: CORS off)")
+    p.add_argument("--exact-decode", action="store_true",
+                   help="decode JPEGs at full size before resizing (default: reduced-scale decoding when the model input is small)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no JSON access log lines on stderr")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="classify image files with a bundle, no server")
@@ -49,6 +55,7 @@ def _service_options(args, profile: dict | None):
         threads=getattr(args, "threads", None) or serve_cfg.get("threads"),
         pool_size=getattr(args, "workers", None) or serve_cfg.get("workers"),
         max_pixels=getattr(args, "max_pixels", 40_000_000),
+        fast_decode=not getattr(args, "exact_decode", False),
         onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),
         onnx_mem_arena=serve_cfg.get("onnx_mem_arena", True),
         trt_cache_dir=serve_cfg.get("trt_cache_dir"),
@@ -74,6 +81,7 @@ def cmd_serve(args) -> int:
     settings = ServerSettings(
         bundle=args.bundle, labels=args.labels, host=args.host, port=args.port, api_key=api_key,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), service=_service_options(args, profile), device=args.device,
+        http_threads=args.http_threads, cors_origins=args.cors_origin, access_log=args.access_log,
     )
     serve(settings)
     return 0

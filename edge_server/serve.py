@@ -3,27 +3,70 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import threading
 import time
+from pathlib import Path
 
 from .app import create_app
+from .errors import EdgeError
 from .service import ModelService
 from .settings import ServerSettings
 
 log = logging.getLogger("edgeport.server")
 
 
-def load_service(settings: ServerSettings) -> ModelService:
-    svc = ModelService.from_path(settings.bundle, settings.labels, settings.service)
+def load_service(settings: ServerSettings, bundle: Path | None = None) -> ModelService:
+    """Load and verify (sha256, shapes and dtypes against bundle.json), then warm up: ready means warm."""
+    svc = ModelService.from_path(bundle or settings.bundle, settings.labels, settings.service)
     svc.warmup()
     return svc
+
+
+def configure_logging() -> None:
+    # Access lines are JSON already: print them as they are, one per line, on stderr.
+    access = logging.getLogger("edgeport.access")
+    if not access.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(h)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    server = logging.getLogger("edgeport.server")
+    if not server.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("edgeport: %(levelname)s: %(message)s"))
+        server.addHandler(h)
+        server.setLevel(logging.INFO)
+        server.propagate = False
+
+
+def install_sighup(app) -> None:
+    """SIGHUP reloads the bundle, like most daemons. The reload runs on its own thread:
+    the handler runs on waitress's main (socket) thread, which must keep accepting."""
+    if not hasattr(signal, "SIGHUP"):
+        return
+    st = app.extensions["edgeport"]
+
+    def reload_in_background():
+        try:
+            st.reload()
+        except EdgeError:
+            pass  # ServerState.reload logged it; the old model keeps serving
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=reload_in_background, daemon=True).start())
 
 
 def serve(settings: ServerSettings) -> None:
     from waitress import serve as waitress_serve
 
+    configure_logging()
     t0 = time.perf_counter()
     svc = load_service(settings)
-    app = create_app(svc, settings)
+    app = create_app(svc, settings, load=lambda path: load_service(settings, path))
+    install_sighup(app)
+    # Enough HTTP threads that every model instance stays busy while others decode or wait on sockets.
     http_threads = settings.http_threads or svc.pool_size * 2 + 2
     print(
         f"edgeport: serving {svc.name!r} ({svc.bundle.format}/{svc.bundle.meta.get('precision')}, {svc.backend}, "
@@ -31,4 +74,10 @@ def serve(settings: ServerSettings) -> None:
         f"- ready in {time.perf_counter() - t0:.2f} s",
         flush=True,
     )
-    waitress_serve(app, host=settings.host, port=settings.port, threads=http_threads, ident="edgeport", _quiet=True)
+    waitress_serve(
+        app, host=settings.host, port=settings.port, threads=http_threads, ident="edgeport", _quiet=True,
+        # waitress refuses bodies over its own limit with a plain-text 413 before the app sees them; keep
+        # its limit above ours so that the app answers the usual oversize case with a JSON 413.
+        max_request_body_size=settings.max_body_bytes * 2 + (1 << 20),
+        channel_timeout=60, connection_limit=256,
+    )

@@ -5,14 +5,16 @@ Routes and the `predict` command both call this; nothing here knows HTTP.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .bundle import Bundle, load_bundle
-from .errors import BundleError
+from .errors import ApiError, BundleError
 from .imageio import DEFAULT_MAX_PIXELS, decode_to_array
 from .pool import RuntimePool
 from .runtimes import RuntimeOptions, open_runtime
@@ -89,6 +91,11 @@ class ModelService:
                 raise BundleError(
                     f"The model file's {side} shape {actual.shape} does not match bundle.json's {expected} ({self.bundle.model_path})"
                 )
+            dtype = meta[side].get("dtype")
+            if dtype and dtype != actual.dtype:
+                raise BundleError(
+                    f"The model file's {side} dtype {actual.dtype} does not match bundle.json's {dtype} ({self.bundle.model_path})"
+                )
 
     @property
     def name(self) -> str:
@@ -107,15 +114,50 @@ class ModelService:
         return self.bundle.output.get("activation", "softmax")
 
     def warmup(self) -> None:
-        """Run every instance once or twice, so the first real request is not the slow one."""
+        """Run every instance once or twice, and the decoders once, so the first real request is not the slow one."""
         x = np.zeros((1, self.size, self.size, 3), np.uint8)
+        for fmt in ("JPEG", "PNG"):  # Pillow imports its format plugins on first use
+            buf = io.BytesIO()
+            Image.new("RGB", (self.size * 2, self.size * 2)).save(buf, fmt)
+            self.decode(buf.getvalue())
         for inst in self.pool.instances:
             for _ in range(self.options.warmup_runs):
                 inst.run(x)
         self.ready = True
 
-    def decode(self, data: bytes) -> np.ndarray:
-        return decode_to_array(data, self.size, self.options.max_pixels, fast=self.options.fast_decode)
+    @property
+    def sha256(self) -> str:
+        return self.bundle.meta["sha256"]
+
+    @property
+    def input_dtype(self) -> str:
+        return self.pool.first.input.dtype
+
+    @property
+    def input_name(self) -> str:
+        return (self.bundle.input or {}).get("name") or self.pool.first.input.name
+
+    @property
+    def output_name(self) -> str:
+        return (self.bundle.output or {}).get("name") or self.pool.first.output.name
+
+    def decode(self, data: bytes, timings: dict | None = None) -> np.ndarray:
+        return decode_to_array(data, self.size, self.options.max_pixels, fast=self.options.fast_decode, timings=timings)
+
+    def check_pixels(self, x: np.ndarray, where: str = "input") -> np.ndarray:
+        """A client's pixel tensor -> (N, S, S, 3) in range 0-255, or a 400 naming what was expected."""
+        expected = f"(N, {self.size}, {self.size}, 3)"
+        if x.ndim != 4 or x.shape[1:] != (self.size, self.size, 3) or x.shape[0] < 1:
+            raise ApiError(400, f"Expected {where} of shape {expected}: N RGB images of {self.size}x{self.size}. Received: shape {list(x.shape)}")
+        if x.dtype.kind not in "uif":
+            raise ApiError(400, f"Expected {where} of numbers (uint8 or float pixels 0-255). Received: dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ApiError(400, f"Expected {where} pixel values in 0-255. Received: NaN or infinity")
+        if x.size and (float(x.min()) < 0 or float(x.max()) > 255):
+            raise ApiError(400, f"Expected {where} pixel values in 0-255. Received: values from {x.min()} to {x.max()}")
+        if x.dtype.kind != "f":
+            x = x.astype(np.uint8, copy=False)
+        return x
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, classes) probabilities."""
@@ -128,13 +170,33 @@ class ModelService:
         order = np.argsort(-probs, kind="stable")[:k]
         return [{"label": self.labels[i], "index": int(i), "score": float(probs[i])} for i in order]
 
-    def predict_bytes(self, data: bytes, top_k: int | None = 5) -> tuple[list[dict], dict]:
+    def probabilities_for_images(self, images: list[bytes]) -> tuple[np.ndarray, dict]:
+        """Encoded images -> (N, classes) probabilities and per-stage milliseconds (summed over images)."""
         t0 = time.perf_counter()
-        pixels = self.decode(data)
+        timings = {"decode": 0.0, "preprocess": 0.0}
+        if len(images) == 1:  # the common case: no stacking copy
+            batch = self.decode(images[0], timings)[None]
+        else:
+            batch = np.empty((len(images), self.size, self.size, 3), np.uint8)
+            for i, data in enumerate(images):
+                one: dict = {}
+                batch[i] = self.decode(data, one)
+                timings["decode"] += one["decode"]
+                timings["preprocess"] += one["preprocess"]
         t1 = time.perf_counter()
-        probs = self.infer(pixels[None])
+        probs = self.infer(batch)
         t2 = time.perf_counter()
-        timings = {"decode": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        timings |= {"inference": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        return probs, timings
+
+    def probabilities_for_pixels(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        t0 = time.perf_counter()
+        probs = self.infer(x)
+        ms = (time.perf_counter() - t0) * 1e3
+        return probs, {"inference": ms, "total": ms}
+
+    def predict_bytes(self, data: bytes, top_k: int | None = 5) -> tuple[list[dict], dict]:
+        probs, timings = self.probabilities_for_images([data])
         return self.rank(probs[0], top_k), {k: round(v, 3) for k, v in timings.items()}
 
     def describe(self) -> dict:
@@ -143,5 +205,5 @@ class ModelService:
             "name": self.name, "version": self.version, "format": m.get("format"), "precision": m.get("precision"),
             "labels": self.labels, "input": m.get("input"), "output": m.get("output"), "backend": self.backend,
             "pool_size": self.pool_size, "threads_per_instance": self.threads, "source": m.get("source"),
-            "verification": m.get("verification"),
+            "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

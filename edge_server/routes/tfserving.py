@@ -1,0 +1,111 @@
+"""TensorFlow Serving REST API compatibility (the `/v1/models/...` endpoints).
+
+Shapes follow TF Serving's REST API document: the row format (`instances`)
+answers `{"predictions": [...]}`, the columnar format (`inputs`) answers
+`{"outputs": [...]}`; binary values travel as `{"b64": "..."}` and are image
+files here; errors are `{"error": "..."}`. The model has one output, so,
+as in TF Serving, its name is omitted and each prediction is the list of
+class probabilities in label order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, jsonify
+
+from ..app import state
+from ..errors import ApiError
+from ..service import ModelService
+from .common import b64_image, check_batch, json_body, pixel_array, record
+
+bp = Blueprint("tfserving", __name__)
+
+SIGNATURE = "serving_default"
+# numpy dtype name -> TensorFlow DataType enum name, as TF Serving prints it
+TF_DTYPES = {"uint8": "DT_UINT8", "int8": "DT_INT8", "float32": "DT_FLOAT", "float16": "DT_HALF", "int32": "DT_INT32"}
+
+
+def _model(name: str, version: str | None) -> ModelService:
+    svc = state().model(name)
+    if version is not None and version != svc.version:
+        raise ApiError(404, f"Unknown version of model {name!r}. Expected: {svc.version!r}. Received: {version!r}")
+    return svc
+
+
+def _tensor_info(name: str, dtype: str, shape: list) -> dict:
+    # proto3 JSON: int64 sizes are strings
+    dims = [{"size": str(d if d and d > 0 else -1), "name": ""} for d in shape]
+    return {"dtype": TF_DTYPES.get(dtype, "DT_INVALID"), "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": f"{name}:0"}
+
+
+@bp.get("/v1/models/<name>")
+@bp.get("/v1/models/<name>/versions/<version>")
+def status(name: str, version: str | None = None):
+    svc = _model(name, version)
+    state_name = "AVAILABLE" if svc.ready else "LOADING"
+    return jsonify({"model_version_status": [
+        {"version": svc.version, "state": state_name, "status": {"error_code": "OK", "error_message": ""}}
+    ]})
+
+
+@bp.get("/v1/models/<name>/metadata")
+@bp.get("/v1/models/<name>/versions/<version>/metadata")
+def metadata(name: str, version: str | None = None):
+    svc = _model(name, version)
+    n = svc.size
+    sig = {
+        "inputs": {svc.input_name: _tensor_info(svc.input_name, svc.input_dtype, [-1, n, n, 3])},
+        "outputs": {svc.output_name: _tensor_info(svc.output_name, "float32", [-1, svc.n_classes])},
+        "method_name": "tensorflow/serving/predict",
+        "defaults": {},
+    }
+    return jsonify({
+        "model_spec": {"name": svc.name, "signature_name": "", "version": svc.version},
+        "metadata": {"signature_def": {"signature_def": {SIGNATURE: sig}}},
+    })
+
+
+def _unwrap_named(value, where: str):
+    """`{"image": X}` -> X. The model has one input, so any single name is taken as it."""
+    if isinstance(value, dict) and "b64" not in value:
+        if len(value) != 1:
+            raise ApiError(400, f"Expected {where} to name one input (the model has one). Received: names {sorted(value)}")
+        return next(iter(value.values()))
+    return value
+
+
+def _batch(items: list, where: str, svc: ModelService):
+    """A list of instances -> ("images", [bytes]) or ("pixels", (N, S, S, 3) array)."""
+    check_batch(len(items), "instance")
+    items = [_unwrap_named(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    is_b64 = [isinstance(v, dict) for v in items]
+    if all(is_b64):
+        return "images", [b64_image(v["b64"], f"{where}[{i}].b64") for i, v in enumerate(items)]
+    if any(is_b64):
+        raise ApiError(400, f"Expected {where} to be all {{\"b64\": ...}} images or all pixel arrays. Received: a mix")
+    return "pixels", svc.check_pixels(pixel_array(items, where), where)
+
+
+@bp.post("/v1/models/<name>:predict")
+@bp.post("/v1/models/<name>/versions/<version>:predict")
+def predict(name: str, version: str | None = None):
+    svc = _model(name, version)
+    body = json_body()
+    sig = body.get("signature_name", SIGNATURE)
+    if sig not in (SIGNATURE, ""):
+        raise ApiError(400, f"Expected signature_name {SIGNATURE!r}. Received: {sig!r}")
+    if ("instances" in body) == ("inputs" in body):
+        raise ApiError(400, "Expected exactly one of 'instances' (row format) or 'inputs' (columnar format). "
+                            f"Received: keys {sorted(body)}")
+    if "instances" in body:
+        key, out_key, items = "instances", "predictions", body["instances"]
+    else:
+        key, out_key, items = "inputs", "outputs", _unwrap_named(body["inputs"], "inputs")
+        if isinstance(items, dict):  # one b64 image, not a batch
+            items = [items]
+    if not isinstance(items, list):
+        raise ApiError(400, f"Expected {key} to be a list. Received: {type(items).__name__}")
+    kind, batch = _batch(items, key, svc)
+    probs, timings = svc.probabilities_for_images(batch) if kind == "images" else svc.probabilities_for_pixels(batch)
+    record(timings)
+    return jsonify({out_key: np.round(probs.astype(np.float64), 6).tolist()})

@@ -1,0 +1,221 @@
+"""Open Inference Protocol (KServe v2) over HTTP/REST, as its published spec says.
+
+Health (`/v2/health/live|ready`), server metadata (`GET /v2`), model metadata
+(`GET /v2/models/{name}[/versions/{v}]`), model ready and infer. Errors are
+`{"error": "..."}` with a 4xx status, as the spec's error response.
+
+Infer takes one input (the model has one): a UINT8 or FP32 pixel tensor of
+shape [N, S, S, 3] (or [S, S, 3]), or a BYTES tensor of shape [N] holding
+encoded images — base64 strings in JSON, or raw bytes through the binary
+tensor data extension (`Inference-Header-Content-Length`), which is what
+tritonclient sends. The output is FP32 probabilities [N, classes]; asking
+for it with `"parameters": {"classification": K}` gives the classification
+extension's "score:index:label" strings instead.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+from flask import Blueprint, jsonify, request
+
+from .. import __version__
+from ..app import state
+from ..errors import ApiError
+from ..service import ModelService
+from .common import b64_image, check_batch, json_body, pixel_array, record
+
+bp = Blueprint("v2", __name__)
+
+# v2 datatype -> numpy dtype, for the pixel tensors infer accepts
+PIXEL_DATATYPES = {"UINT8": np.uint8, "FP32": np.float32}
+# numpy dtype name -> v2 datatype, for metadata
+V2_NAMES = {"uint8": "UINT8", "int8": "INT8", "float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64"}
+PLATFORMS = {"tflite": "tensorflow_lite", "onnx": "onnxruntime_onnx"}
+EXTENSIONS = ["classification", "binary_tensor_data"]
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+def _model(name: str, version: str | None) -> ModelService:
+    svc = state().model(name)
+    if version is not None and version != svc.version:
+        raise ApiError(404, f"Unknown version of model {name!r}. Expected: {svc.version!r}. Received: {version!r}")
+    return svc
+
+
+# The spec: "A 200 status code indicates true and a 4xx status code indicates false."
+# A JSON body is added (as KServe's own Python server does) for clients that read it.
+@bp.get("/v2/health/live")
+def health_live():
+    return jsonify({"live": True})
+
+
+@bp.get("/v2/health/ready")
+def health_ready():
+    ok = state().service.ready
+    return jsonify({"ready": ok}), (200 if ok else 400)
+
+
+@bp.get("/v2")
+def server_metadata():
+    return jsonify({"name": "edgeport", "version": __version__, "extensions": EXTENSIONS})
+
+
+@bp.get("/v2/models/<name>")
+@bp.get("/v2/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    svc = _model(name, version)
+    n = svc.size
+    return jsonify({
+        "name": svc.name,
+        "versions": [svc.version],
+        "platform": PLATFORMS.get(svc.bundle.format, svc.bundle.format),
+        "inputs": [{"name": svc.input_name, "datatype": V2_NAMES.get(svc.input_dtype, svc.input_dtype.upper()), "shape": [-1, n, n, 3]}],
+        "outputs": [{"name": svc.output_name, "datatype": "FP32", "shape": [-1, svc.n_classes]}],
+    })
+
+
+@bp.get("/v2/models/<name>/ready")
+@bp.get("/v2/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    svc = _model(name, version)
+    return jsonify({"name": svc.name, "ready": svc.ready}), (200 if svc.ready else 400)
+
+
+def _request_json() -> tuple[dict, bytes]:
+    """The JSON request and, with the binary tensor data extension, the bytes after it."""
+    header_len = request.headers.get(BINARY_HEADER)
+    if header_len is None:
+        return json_body(), b""
+    raw = request.get_data(cache=False)
+    try:
+        n = int(header_len)
+        if not 0 < n <= len(raw):
+            raise ValueError
+        body = json.loads(raw[:n])
+    except ValueError:
+        raise ApiError(400, f"Expected {BINARY_HEADER} to give the length of a JSON header within the body "
+                            f"({len(raw)} bytes). Received: {header_len!r}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"Expected a JSON object as the inference header. Received: a JSON {type(body).__name__}")
+    return body, raw[n:]
+
+
+def _shape(t: dict, where: str) -> list[int]:
+    shape = t.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ApiError(400, f"Expected {where}.shape to be a list of non-negative integers. Received: {shape!r}")
+    return shape
+
+
+def _bytes_elements(t: dict, where: str, binary: bytes | None) -> list[bytes]:
+    shape = _shape(t, where)
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise ApiError(400, f"Expected {where}.shape [N] (N encoded images) for datatype BYTES. Received: {shape}")
+    if binary is not None:  # binary extension: each element is a 4-byte little-endian length, then the bytes
+        items, pos = [], 0
+        while pos < len(binary):
+            if pos + 4 > len(binary):
+                raise ApiError(400, f"Expected {where}'s binary data as length-prefixed elements. Received: a truncated length")
+            (size,) = struct.unpack_from("<I", binary, pos)
+            items.append(binary[pos + 4: pos + 4 + size])
+            pos += 4 + size
+    else:
+        data = t.get("data")
+        if isinstance(data, list) and data and isinstance(data[0], list):
+            data = [d for row in data for d in (row if isinstance(row, list) else [row])]
+        if not isinstance(data, list):
+            raise ApiError(400, f"Expected {where}.data to be a list of base64 strings. Received: {type(data).__name__}")
+        items = [b64_image(v, f"{where}.data[{i}]") for i, v in enumerate(data)]
+    if len(items) != shape[0]:
+        raise ApiError(400, f"Expected {where}.data to hold {shape[0]} elements, as its shape {shape} says. Received: {len(items)}")
+    check_batch(len(items), "image")
+    return items
+
+
+def _pixels(t: dict, where: str, binary: bytes | None, svc: ModelService) -> np.ndarray:
+    shape = _shape(t, where)
+    dtype = PIXEL_DATATYPES[t["datatype"]]
+    if binary is not None:
+        if len(binary) % np.dtype(dtype).itemsize:
+            raise ApiError(400, f"Expected {where}'s binary data to be whole {t['datatype']} values. Received: {len(binary)} bytes")
+        x = np.frombuffer(binary, dtype=dtype)  # little-endian, as the extension says; no copy
+    else:
+        x = pixel_array(t.get("data"), f"{where}.data", dtype)
+    count = int(np.prod(shape)) if shape else 1
+    if x.size != count:
+        raise ApiError(400, f"Expected {where}.data to hold {count} values, as its shape {shape} says. Received: {x.size}")
+    if len(shape) == 3:  # one image without a batch dimension
+        shape = [1, *shape]
+    x = svc.check_pixels(x.reshape(shape), where)
+    check_batch(x.shape[0], "image")
+    return x
+
+
+def _input(body: dict, binary: bytes) -> tuple[dict, bytes | None]:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        got = f"{len(inputs)} inputs" if isinstance(inputs, list) else type(inputs).__name__
+        raise ApiError(400, f"Expected 'inputs' to be a list of one tensor object (the model has one input). Received: {got}")
+    t = inputs[0]
+    missing = [k for k in ("name", "shape", "datatype") if k not in t]
+    if missing:
+        raise ApiError(400, f"Expected inputs[0] to have name, shape and datatype. Received: no {', '.join(missing)}")
+    size = (t.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != len(binary):
+            raise ApiError(400, f"Expected binary_data_size to match the {len(binary)} bytes after the JSON header. Received: {size!r}")
+        return t, binary
+    if "data" not in t:
+        raise ApiError(400, "Expected inputs[0].data (or binary_data_size with the binary extension). Received: neither")
+    return t, None
+
+
+def _outputs(body: dict, svc: ModelService) -> int | None:
+    """The classification top-k the client asked for, if any; checks requested output names."""
+    wanted = body.get("outputs")
+    if wanted is None:
+        return None
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise ApiError(400, f"Expected 'outputs' to be a list of objects. Received: {type(wanted).__name__}")
+    k = None
+    for o in wanted:
+        if o.get("name") != svc.output_name:
+            raise ApiError(400, f"Unknown output. Expected: {svc.output_name!r}. Received: {o.get('name')!r}")
+        c = (o.get("parameters") or {}).get("classification")
+        if c is not None:
+            if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+                raise ApiError(400, f"Expected classification to be a positive integer. Received: {c!r}")
+            k = min(c, svc.n_classes)
+    return k
+
+
+@bp.post("/v2/models/<name>/infer")
+@bp.post("/v2/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
+    svc = _model(name, version)
+    body, binary = _request_json()
+    t, tbinary = _input(body, binary)
+    top_k = _outputs(body, svc)
+    datatype = t["datatype"]
+    if datatype == "BYTES":
+        probs, timings = svc.probabilities_for_images(_bytes_elements(t, "inputs[0]", tbinary))
+    elif datatype in PIXEL_DATATYPES:
+        probs, timings = svc.probabilities_for_pixels(_pixels(t, "inputs[0]", tbinary, svc))
+    else:
+        raise ApiError(400, f"Expected inputs[0].datatype UINT8 or FP32 (pixels) or BYTES (encoded images). Received: {datatype!r}")
+    record(timings)
+    if top_k is None:
+        out = {"name": svc.output_name, "shape": list(probs.shape), "datatype": "FP32",
+               "data": np.round(probs.ravel().astype(np.float64), 6).tolist()}
+    else:
+        ranked = [svc.rank(p, top_k) for p in probs]
+        out = {"name": svc.output_name, "shape": [len(probs), top_k], "datatype": "BYTES",
+               "data": [f"{r['score']:.6f}:{r['index']}:{r['label']}" for row in ranked for r in row]}
+    resp = {"model_name": svc.name, "model_version": svc.version}
+    if "id" in body:
+        resp["id"] = body["id"]
+    resp["outputs"] = [out]
+    return jsonify(resp)
