@@ -21,7 +21,8 @@ echo "== 4/5 serve on 127.0.0.1:$PORT"
 $E serve "$W/bundles/shapes.tflite-int8" --port "$PORT" > "$W/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-image=$(ls "$W"/data/triangle/*.jpg | tail -n 1)
+# An image from the run's validation split: the model never trained on it.
+image=$(.venv/bin/python -c 'import json,sys; print(next(p for p, l in json.load(open(sys.argv[1]))["val"] if "/triangle/" in p))' "$W/runs/shapes/split.json")
 echo "== 5/5 POST $image to http://127.0.0.1:$PORT/predict"
 .venv/bin/python - "$PORT" "$image" <<'PY'
 import json, sys, time, urllib.request

@@ -46,6 +46,23 @@ def heldout_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_demo_dir(tmp_path_factory) -> Path:
+    """A small dataset (quadrant 3/4 territory): 60 images per class."""
+    from trainer.demo_data import DemoDataConfig, generate
+
+    out = tmp_path_factory.mktemp("small") / "data"
+    generate(DemoDataConfig(out, classes=3, per_class=60, size=64, seed=99))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pretrained_backbone(trained_run) -> Path:
+    """Our stand-in for ImageNet weights (none can be downloaded here): the demo model's
+    backbone, trained on shapes, loaded with --weights PATH."""
+    return trained_run.run_dir / "model.keras"
+
+
+@pytest.fixture(scope="session")
 def trained_run(demo_dir, tmp_path_factory):
     from trainer import TrainConfig, train
 

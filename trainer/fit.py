@@ -31,7 +31,7 @@ SCRATCH_BN_MOMENTUM = 0.9
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_dir: Path | None  # None on a multi-worker non-chief
     decision: Decision
     report: dict
 
@@ -121,11 +121,11 @@ def layer_counts(model) -> dict:
 class _Trainer:
     """One training run; methods named after the strategy they implement."""
 
-    def __init__(self, cfg: TrainConfig, spec, base, head, model, features, decision, xs, log):
+    def __init__(self, cfg: TrainConfig, spec, base, head, model, features, decision, xs, n_classes: int, log):
         self.cfg, self.spec, self.base, self.head = cfg, spec, base, head
         self.model, self.features, self.decision, self.log = model, features, decision, log
         (self.x_tr, self.y_tr), (self.x_va, self.y_va) = xs
-        self.n_classes = int(max(self.y_tr.max(), self.y_va.max() if len(self.y_va) else 0) + 1)
+        self.n_classes = n_classes
         self.history: dict[str, list] = {}
         self.phases: list[dict] = []
 
@@ -139,22 +139,82 @@ class _Trainer:
 
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(self.n_classes), metrics=["accuracy"])
 
-    def _record(self, phase: str, hist, lr: float, seconds: float) -> None:
-        for k, v in hist.history.items():
+    def _record(self, phase: str, history: dict, lr: float, seconds: float) -> None:
+        for k, v in history.items():
             self.history.setdefault(k, []).extend(float(x) for x in v)
-        self.phases.append({"phase": phase, "epochs": len(hist.history.get("loss", [])), "learning_rate": lr, "seconds": round(seconds, 2)})
+        self.phases.append({"phase": phase, "epochs": len(history.get("loss", [])), "learning_rate": lr, "seconds": round(seconds, 2)})
 
     def _fit_images(self, phase: str, lr: float, epochs: int, augment: bool) -> None:
         cfg = self.cfg
-        self._compile(self.model, lr)
         train_ds = make_dataset(self.x_tr, self.y_tr, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.seed)
         val_ds = make_dataset(self.x_va, self.y_va, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
         self.log(f"[{phase}] fitting {layer_counts(self.model)['trainable_params']:,} trainable parameters, lr={lr:g}, up to {epochs} epochs")
         t = time.perf_counter()
-        # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-        hist = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,
-                              callbacks=self._callbacks(), verbose=_keras_verbose())
-        self._record(phase, hist, lr, time.perf_counter() - t)
+        if cfg.distribute == "multi_worker":
+            history = self._distributed_loop(train_ds, lr, epochs)
+        else:
+            self._compile(self.model, lr)
+            # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+            history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,
+                                     callbacks=self._callbacks(), verbose=_keras_verbose()).history
+        self._record(phase, history, lr, time.perf_counter() - t)
+
+    def _distributed_loop(self, train_ds, lr: float, epochs: int) -> dict:
+        """A plain tf.distribute training loop with early stopping on validation loss.
+
+        Keras 3's fit() does not run under MultiWorkerMirroredStrategy
+        (keras-team/keras#20585: PerReplica values reach Keras); strategy.run does.
+        Every worker holds the whole validation set and identical weights, so
+        each validates locally and all reach the same early-stopping decision.
+        """
+        import keras
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+        binary = self.n_classes == 2
+        loss_fn = (keras.losses.BinaryCrossentropy if binary else keras.losses.SparseCategoricalCrossentropy)(reduction=None)
+        optimizer = keras.optimizers.Adam(lr)
+        optimizer.build(self.model.trainable_variables)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dist_ds = strategy.experimental_distribute_dataset(train_ds.with_options(options))
+        global_batch = self.cfg.batch_size
+
+        def replica_step(x, y):
+            y = tf.cast(tf.reshape(y, (-1, 1)), tf.float32) if binary else y
+            with tf.GradientTape() as tape:
+                per_example = loss_fn(y, self.model(x, training=True))
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+        @tf.function
+        def train_step(x, y):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(x, y)), axis=None)
+
+        history: dict[str, list] = {"loss": [], "val_loss": [], "val_accuracy": []}
+        best, best_weights, wait = float("inf"), None, 0
+        for epoch in range(epochs):
+            losses = [float(train_step(x, y)) for x, y in dist_ds]
+            probs = predict_batches(self.model, self.x_va)
+            y_va = self.y_va
+            val_loss = float(np.mean(loss_fn(y_va.reshape(-1, 1).astype(np.float32) if binary else y_va, probs)))
+            pred = (probs[:, 0] > 0.5).astype(int) if binary else probs.argmax(1)
+            history["loss"].append(float(np.mean(losses)))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(float((pred == y_va).mean()))
+            self.log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f} val_loss {val_loss:.4f} "
+                     f"val_accuracy {history['val_accuracy'][-1]:.4f}")
+            if val_loss < best:
+                best, best_weights, wait = val_loss, self.model.get_weights(), 0
+            else:
+                wait += 1
+                if wait >= self.cfg.patience:
+                    break
+        if best_weights is not None:
+            self.model.set_weights(best_weights)
+        return history
 
     def strategy_1(self) -> None:
         set_trainable(self.base, self.spec, self.decision.total_blocks)
@@ -206,7 +266,7 @@ class _Trainer:
             f_tr, y_tr, validation_data=(f_va, self.y_va), epochs=self.cfg.epochs, batch_size=self.cfg.batch_size,
             shuffle=True, callbacks=self._callbacks(), verbose=_keras_verbose(),
         )
-        self._record("head (cached features)", hist, lr, time.perf_counter() - t)
+        self._record("head (cached features)", hist.history, lr, time.perf_counter() - t)
 
     def finish_head(self):
         """For the SVM head: fit LinearSVC on the final features and fold it into a Dense layer."""
@@ -221,8 +281,14 @@ class _Trainer:
         return model, {"svm_C": C, "svm_cv_accuracy": cv}
 
 
+def predict_batches(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Direct batched calls: unlike Model.predict, these also work under every tf.distribute strategy."""
+    return np.concatenate([np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False))
+                           for i in range(0, len(x), batch_size)])
+
+
 def evaluate(model, x, y, n_classes: int, class_names: list[str]) -> dict:
-    probs = model.predict(x.astype(np.float32), batch_size=64, verbose=0)
+    probs = predict_batches(model, x)
     pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(1)
     cm = np.zeros((n_classes, n_classes), int)
     for t, p in zip(y, pred):
@@ -277,14 +343,19 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
 
     import keras
 
+    # The distribution strategy first: MultiWorkerMirroredStrategy must exist before other TF ops.
+    dist = _distribution(cfg.distribute)
+    if cfg.distribute:
+        log(f"distribution: {cfg.distribute} ({type(dist).__name__}) with {dist.num_replicas_in_sync} replicas")
     keras.utils.set_random_seed(cfg.seed)
+    with dist.scope():
+        # The backbone before the pixels: a bad --weights fails in seconds, not after decoding.
+        base = build_base(spec, size, cfg.alpha, cfg.weights)
     t = time.perf_counter()
     xs = (data_mod.load_pixels(split.train, size, log), data_mod.load_pixels(split.val, size, log))
     decode_seconds = time.perf_counter() - t
 
-    dist = _distribution(cfg.distribute)
     with dist.scope():
-        base = build_base(spec, size, cfg.alpha, cfg.weights)
         pretrained = cfg.weights is not None
         if not pretrained:
             for layer in base.layers:
@@ -300,13 +371,16 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         n_classes = len(split.class_names)
         head = build_head(cfg.head, base.output_shape[-1], n_classes, cfg.dropout)
         model, features = assemble(spec, base, head, size)
-        trainer = _Trainer(cfg, spec, base, head, model, features, decision, xs, log)
+        trainer = _Trainer(cfg, spec, base, head, model, features, decision, xs, n_classes, log)
         getattr(trainer, f"strategy_{decision.strategy}")()
         model, head_info = trainer.finish_head()
 
     metrics = evaluate(model, xs[1][0], xs[1][1], n_classes, split.class_names)
     log(f"validation accuracy: {metrics['val_accuracy']:.3f}")
 
+    if not _is_chief(cfg.distribute):
+        log("multi-worker: this worker is not the chief; the chief writes the run folder")
+        return RunResult(None, decision, {"metrics": metrics})
     name = cfg.name or time.strftime(f"{cfg.backbone}-%Y%m%d-%H%M%S")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out_dir / f".{name}.partial-{os.getpid()}"
@@ -362,6 +436,19 @@ def _distribution(kind: str | None):
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()  # the default, no-op strategy
+
+
+def _is_chief(kind: str | None) -> bool:
+    """In multi-worker training only the chief (or worker 0 when there is none) writes output."""
+    if kind != "multi_worker":
+        return True
+    import json
+
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = tf_config.get("task", {})
+    if "chief" in tf_config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
 def _similarity(cfg: TrainConfig, base, spec, x_train, pretrained: bool, log):
