@@ -51,8 +51,9 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
 
     fast=True lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale when the
     result is still at least `size` on both sides (Image.draft): most of the
-    decoding work disappears and the resized pixels change very little
-    (tests/test_server_fast_decode.py holds top-1 agreement >= 99%).
+    decoding work disappears and the resized pixels change a little (mean
+    absolute difference ~0.4-1.3 levels) - enough to flip a fragile model's
+    borderline answers, so it is off unless asked for (ServiceOptions.fast_decode).
 
     `timings`, if given, receives "decode" and "preprocess" in milliseconds:
     the metrics split the two because they scale differently (decode with the
