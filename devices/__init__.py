@@ -6,10 +6,24 @@ flags win. Pure standard library, so every install role can read them.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the deploy folder pins tomli for it
+    import tomli as tomllib
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
+
+# Dotted paths every profile must have: export and serve read the first groups,
+# `edgeport deploy` the install and service ones.
+REQUIRED_FIELDS = (
+    "name", "description", "arch", "cores", "memory_mb",
+    "export.format", "export.precision",
+    "serve.runtime", "serve.workers", "serve.threads", "serve.onnx_providers",
+    "install.os", "install.python", "install.runtimes",
+    "service.memory_max",
+)
 
 
 class DeviceError(Exception):
@@ -18,6 +32,18 @@ class DeviceError(Exception):
 
 def list_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def missing_fields(profile: dict) -> list[str]:
+    missing = []
+    for dotted in REQUIRED_FIELDS:
+        node = profile
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(dotted)
+                break
+            node = node[part]
+    return missing
 
 
 def load_profile(name: str) -> dict:
