@@ -86,13 +86,13 @@ def test_export_under_the_floor_is_rejected_and_not_published(trained_run, heldo
     def sabotaged(fmt):
         convert = real(fmt)
 
-        def inner(model, precision, out_path, calibration, workdir, log=print):
+        def inner(model, precision, out_path, calibration, workdir, log=print, **options):
             import keras
 
             broken = keras.models.clone_model(model)
             rng = np.random.default_rng(0)
             broken.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in model.get_weights()])
-            return convert(broken, precision, out_path, calibration, workdir, log=log)
+            return convert(broken, precision, out_path, calibration, workdir, log=log, **options)
 
         return inner
 
