@@ -30,7 +30,6 @@ import http.client
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -50,10 +50,12 @@ class ServerState:
         self._load = load or (lambda path: _default_load(path, settings))
         self.last_reload: dict | None = None
 
-    def model(self, name: str | None = None) -> ModelService:
+    def model(self, name: str | None = None, version: str | None = None) -> ModelService:
         svc = self.service  # one read: a reload mid-request cannot mix two models
         if name is not None and name != svc.name:
             raise ApiError(404, f"Unknown model. Expected: {svc.name!r}. Received: {name!r}")
+        if version is not None and version != svc.version:
+            raise ApiError(404, f"Unknown version of model {name!r}. Expected: {svc.version!r}. Received: {version!r}")
         return svc
 
     def reload(self, bundle: str | Path | None = None) -> dict:

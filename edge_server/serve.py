@@ -25,21 +25,15 @@ def load_service(settings: ServerSettings, bundle: Path | None = None) -> ModelS
 
 
 def configure_logging() -> None:
-    # Access lines are JSON already: print them as they are, one per line, on stderr.
-    access = logging.getLogger("edgeport.access")
-    if not access.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(h)
-        access.setLevel(logging.INFO)
-        access.propagate = False
-    server = logging.getLogger("edgeport.server")
-    if not server.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("edgeport: %(levelname)s: %(message)s"))
-        server.addHandler(h)
-        server.setLevel(logging.INFO)
-        server.propagate = False
+    # Access lines are JSON already: printed as they are, one per line, on stderr.
+    for name, fmt in (("edgeport.access", "%(message)s"), ("edgeport.server", "edgeport: %(levelname)s: %(message)s")):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(fmt))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
 
 def install_sighup(app) -> None:

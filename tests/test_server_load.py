@@ -1,6 +1,5 @@
 """Many parallel requests on every predict protocol: all answered, all correct, none 5xx."""
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 

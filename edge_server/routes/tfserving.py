@@ -25,13 +25,6 @@ SIGNATURE = "serving_default"
 TF_DTYPES = {"uint8": "DT_UINT8", "int8": "DT_INT8", "float32": "DT_FLOAT", "float16": "DT_HALF", "int32": "DT_INT32"}
 
 
-def _model(name: str, version: str | None) -> ModelService:
-    svc = state().model(name)
-    if version is not None and version != svc.version:
-        raise ApiError(404, f"Unknown version of model {name!r}. Expected: {svc.version!r}. Received: {version!r}")
-    return svc
-
-
 def _tensor_info(name: str, dtype: str, shape: list) -> dict:
     # proto3 JSON: int64 sizes are strings
     dims = [{"size": str(d if d and d > 0 else -1), "name": ""} for d in shape]
@@ -41,7 +34,7 @@ def _tensor_info(name: str, dtype: str, shape: list) -> dict:
 @bp.get("/v1/models/<name>")
 @bp.get("/v1/models/<name>/versions/<version>")
 def status(name: str, version: str | None = None):
-    svc = _model(name, version)
+    svc = state().model(name, version)
     state_name = "AVAILABLE" if svc.ready else "LOADING"
     return jsonify({"model_version_status": [
         {"version": svc.version, "state": state_name, "status": {"error_code": "OK", "error_message": ""}}
@@ -51,7 +44,7 @@ def status(name: str, version: str | None = None):
 @bp.get("/v1/models/<name>/metadata")
 @bp.get("/v1/models/<name>/versions/<version>/metadata")
 def metadata(name: str, version: str | None = None):
-    svc = _model(name, version)
+    svc = state().model(name, version)
     n = svc.size
     sig = {
         "inputs": {svc.input_name: _tensor_info(svc.input_name, svc.input_dtype, [-1, n, n, 3])},
@@ -89,7 +82,7 @@ def _batch(items: list, where: str, svc: ModelService):
 @bp.post("/v1/models/<name>:predict")
 @bp.post("/v1/models/<name>/versions/<version>:predict")
 def predict(name: str, version: str | None = None):
-    svc = _model(name, version)
+    svc = state().model(name, version)
     body = json_body()
     sig = body.get("signature_name", SIGNATURE)
     if sig not in (SIGNATURE, ""):

@@ -38,13 +38,6 @@ EXTENSIONS = ["classification", "binary_tensor_data"]
 BINARY_HEADER = "Inference-Header-Content-Length"
 
 
-def _model(name: str, version: str | None) -> ModelService:
-    svc = state().model(name)
-    if version is not None and version != svc.version:
-        raise ApiError(404, f"Unknown version of model {name!r}. Expected: {svc.version!r}. Received: {version!r}")
-    return svc
-
-
 # The spec: "A 200 status code indicates true and a 4xx status code indicates false."
 # A JSON body is added (as KServe's own Python server does) for clients that read it.
 @bp.get("/v2/health/live")
@@ -66,7 +59,7 @@ def server_metadata():
 @bp.get("/v2/models/<name>")
 @bp.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
-    svc = _model(name, version)
+    svc = state().model(name, version)
     n = svc.size
     return jsonify({
         "name": svc.name,
@@ -80,7 +73,7 @@ def model_metadata(name: str, version: str | None = None):
 @bp.get("/v2/models/<name>/ready")
 @bp.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
-    svc = _model(name, version)
+    svc = state().model(name, version)
     return jsonify({"name": svc.name, "ready": svc.ready}), (200 if svc.ready else 400)
 
 
@@ -195,7 +188,7 @@ def _outputs(body: dict, svc: ModelService) -> int | None:
 @bp.post("/v2/models/<name>/infer")
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
-    svc = _model(name, version)
+    svc = state().model(name, version)
     body, binary = _request_json()
     t, tbinary = _input(body, binary)
     top_k = _outputs(body, svc)
