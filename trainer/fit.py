@@ -258,14 +258,19 @@ class _Trainer:
         f_tr, y_tr, f_va = self.cached_features()
         if self.cfg.head == "svm":
             return  # the SVM is fit on features in finish_head
+        import tensorflow as tf
+
         lr = self.decision.learning_rates["head"]
         self._compile(self.head, lr)
         self.log(f"[head] fitting the head on {len(f_tr)} cached feature vectors, lr={lr:g}")
+        # tf.data, not numpy arrays: with numpy, Keras rebuilds its data adapters for
+        # validation every epoch, which costs more than fitting a head (measured 5x).
+        train_ds = (tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).cache()
+                    .shuffle(len(f_tr), seed=self.cfg.seed).batch(self.cfg.batch_size).prefetch(2))
+        val_ds = tf.data.Dataset.from_tensor_slices((f_va, self.y_va)).batch(256).cache()
         t = time.perf_counter()
-        hist = self.head.fit(
-            f_tr, y_tr, validation_data=(f_va, self.y_va), epochs=self.cfg.epochs, batch_size=self.cfg.batch_size,
-            shuffle=True, callbacks=self._callbacks(), verbose=_keras_verbose(),
-        )
+        hist = self.head.fit(train_ds, validation_data=val_ds, epochs=self.cfg.epochs, shuffle=False,
+                             callbacks=self._callbacks(), verbose=_keras_verbose())
         self._record("head (cached features)", hist.history, lr, time.perf_counter() - t)
 
     def finish_head(self):
