@@ -316,6 +316,35 @@ def _versions() -> dict:
     return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__}
 
 
+def check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise TrainerError(f"Expected a writable output folder. Received: out_dir={str(out_dir)!r} ({e.strerror or e})") from None
+
+
+def remove_stale_partials(out_dir: Path, name: str) -> None:
+    """Clean up after killed runs: remove their temporary folders, and put back a
+    previous run that a kill between _publish's two renames left aside."""
+    dest = out_dir / name
+    for old in sorted(out_dir.glob(f".{name}.old-*")):
+        if not dest.exists():
+            os.replace(old, dest)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for p in out_dir.glob(f".{name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)  # still running: leave it alone
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
 def _publish(tmp: Path, dest: Path) -> None:
     """Swap a finished run folder into place; an older run of the same name goes only after."""
     old = None
@@ -337,6 +366,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
     if cfg.head not in HEADS:
         raise TrainerError(f"Unknown head; expected one of {list(HEADS)}. Received: head={cfg.head!r}")
 
+    check_writable(cfg.out_dir)  # before an hour of training, not after
     split = data_mod.make_split(cfg.data_dir, cfg.val_dir, cfg.val_fraction, cfg.seed)
     if split.skipped:
         listing = "\n".join(f"  {p}: {why}" for p, why in split.skipped)
@@ -387,11 +417,11 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         log("multi-worker: this worker is not the chief; the chief writes the run folder")
         return RunResult(None, decision, {"metrics": metrics})
     name = cfg.name or time.strftime(f"{cfg.backbone}-%Y%m%d-%H%M%S")
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(cfg.out_dir, name)
     tmp = cfg.out_dir / f".{name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir(parents=True)
         model.save(tmp / "model.keras")
         (tmp / "labels.txt").write_text("\n".join(split.class_names) + "\n")
         split.save(tmp / "split.json")
@@ -426,6 +456,10 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         write_report(tmp, report, log)
         dest = cfg.out_dir / name
         _publish(tmp, dest)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainerError(f"Could not write the run folder in {cfg.out_dir}: {e.strerror or e}. "
+                           f"Expected a writable folder with free space. Received: out_dir={str(cfg.out_dir)!r}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
