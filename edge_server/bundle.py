@@ -142,6 +142,7 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
     if fmt not in MODEL_FILES:
         raise BundleError(f"Expected a format in {sorted(MODEL_FILES)}. Received: format={fmt!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    restore_set_aside(dest)
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
@@ -171,6 +172,16 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def restore_set_aside(dest: Path) -> None:
+    """A kill between write_bundle's two renames leaves the previous bundle set aside
+    as .NAME.old-*; put it back (or drop it, if a newer bundle made it in)."""
+    for old in sorted(dest.parent.glob(f".{dest.name}.old-*")):
+        if not dest.exists():
+            os.replace(old, dest)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

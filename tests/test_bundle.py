@@ -1,6 +1,7 @@
 """Bundle format: atomic writes, sha256 checked on load, clear one-line errors."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -89,3 +90,12 @@ def test_model_file_name_cannot_escape_the_bundle(tmp_path, model_file):
     (dest / "bundle.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="model_file"):
         B.load_bundle(dest)
+
+
+def test_a_bundle_set_aside_by_a_kill_is_put_back(tmp_path, model_file):
+    dest = B.write_bundle(tmp_path / "b", model_file, meta(name="old"))
+    os.replace(dest, tmp_path / ".b.old-1-2")  # killed right after setting the old bundle aside
+    B.write_bundle(tmp_path / "other", model_file, meta())  # unrelated names are untouched
+    B.restore_set_aside(tmp_path / "b")
+    assert B.load_bundle(tmp_path / "b").name == "old"
+    assert not list(tmp_path.glob(".b.old-*"))
