@@ -53,6 +53,10 @@ else
     say "reusing the arm64 root at $ROOT"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The root trusts what this machine trusts (e.g. a TLS-inspecting proxy's CA): the host's
+# bundle is Debian's plus local additions, and SSL_CERT_FILE/REQUESTS_CA_BUNDLE, if set,
+# name this path inside the root too.
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 
 mounts=()
 cleanup() {
@@ -60,7 +64,10 @@ cleanup() {
     for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-for m in proc sys dev; do
+# /sys stays out: qemu-user 7.2 does not translate it, so LiteRT's cpuinfo would read
+# the host's x86 CPU topology as an ARM one and crash in XNNPACK set-up. Without it,
+# cpuinfo logs "failed to parse ... processors" and falls back; a real board has its own.
+for m in proc dev; do
     mountpoint -q "$ROOT/$m" || { mount --rbind "/$m" "$ROOT/$m"; mounts+=("$ROOT/$m"); }
 done
 arch=$(chroot "$ROOT" uname -m)
@@ -78,7 +85,7 @@ for bundle in "$@"; do
     # 3. The deploy folder's own install script, inside the arm64 root.
     prefix="/opt/edgeport-$name"
     t0=$(date +%s)
-    chroot "$ROOT" env EDGEPORT_SYSTEMD=no EDGEPORT_PREFIX="$prefix" bash "/root/deploy/$name/install.sh"
+    chroot "$ROOT" env PIP_FIND_LINKS= EDGEPORT_SYSTEMD=no EDGEPORT_PREFIX="$prefix" bash "/root/deploy/$name/install.sh"
     install_s=$(( $(date +%s) - t0 ))
     wheels=$(chroot "$ROOT" "$prefix/venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(ai-edge-litert|onnxruntime|numpy|tensorflow)' | tr -s ' ' | paste -sd, -)
     say "installed in ${install_s}s: $wheels"
