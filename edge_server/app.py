@@ -77,13 +77,15 @@ class ServerState:
                 log.error("reload failed, still serving %s v%s: %s", old.name, old.version, e)
                 raise
             self.service = new  # the swap: one reference assignment, atomic under the GIL
+            previous = _brief(old)
+            del old  # in-flight requests still hold it; the last one to finish frees it
             self.settings.bundle = path
             self.metrics.set_model(new)
             self.metrics.reloads.inc("ok")
             ms = round((time.perf_counter() - t0) * 1e3, 1)
             self.last_reload = {"ok": True, "at": time.time(), "load_ms": ms}
             log.info("reloaded %s v%s (%s) in %.0f ms", new.name, new.version, new.sha256[:12], ms)
-            return {"model": _brief(new), "previous": _brief(old), "load_ms": ms}
+            return {"model": _brief(new), "previous": previous, "load_ms": ms}
 
 
 def _brief(svc: ModelService) -> dict:

@@ -68,6 +68,9 @@ def serve(settings: ServerSettings) -> None:
         f"- ready in {time.perf_counter() - t0:.2f} s",
         flush=True,
     )
+    # Drop our reference: serve() lives as long as the server, and a local here would keep
+    # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
+    del svc
     waitress_serve(
         app, host=settings.host, port=settings.port, threads=http_threads, ident="edgeport", _quiet=True,
         # waitress refuses bodies over its own limit with a plain-text 413 before the app sees them; keep
