@@ -6,12 +6,23 @@ network could call would let them stall the server with reloads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, jsonify, request
 
 from ..app import state
 from ..errors import ApiError, EdgeError
 
 bp = Blueprint("admin", __name__)
+
+
+def confined(path: str, root: Path) -> Path:
+    """A reload may only name a bundle beside the one being served: even with the key, the
+    admin API must not become a way to make the server open arbitrary files ("../../etc")."""
+    resolved = (root / path).resolve()  # an absolute `path` replaces root; resolve() follows links and ".."
+    if not resolved.is_relative_to(root):
+        raise ApiError(403, f"Expected a bundle inside {root}. Received: {path!r}")
+    return resolved
 
 
 @bp.post("/admin/reload")
@@ -25,6 +36,8 @@ def reload():
         if not isinstance(body, dict) or not isinstance(body.get("bundle", ""), str):
             raise ApiError(400, 'Expected no body, or JSON {"bundle": "/path/to/bundle"}. Received: something else')
         bundle = body.get("bundle") or None
+    if bundle is not None:
+        bundle = confined(bundle, Path(st.settings.bundle).resolve().parent)
     try:
         result = st.reload(bundle)
     except EdgeError as e:
