@@ -293,14 +293,6 @@ Without systemd (a container, a chroot): `sudo EDGEPORT_SYSTEMD=no bash install.
 # ---------------------------------------------------------------------------
 # the folder
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_verified_bundle(path: Path):
     from edge_server.bundle import BUNDLE_JSON, load_bundle
     from edge_server.errors import BundleError
@@ -331,6 +323,8 @@ def _check_out(out: Path) -> None:
 
 
 def deploy(opts: DeployOptions, log=print) -> DeployResult:
+    from edge_server.bundle import sha256_file
+
     profile = load_profile(opts.device)
     if profile.get("install", {}).get("unsupported"):
         raise DeviceError(f"Expected a device edgeport can install on. Received: device={opts.device!r}: {profile['install']['unsupported']}")
@@ -355,7 +349,7 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
         shutil.copyfile(INSTALL_SH, tmp / "install.sh")
         os.chmod(tmp / "install.sh", 0o755)
         (tmp / "README.md").write_text(render_readme(profile, settings, bundle.meta, out.name))
-        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "device": profile["name"],
             "bundle": {"name": bundle.name, "version": bundle.version, "format": bundle.format, "sha256": bundle.meta["sha256"]},

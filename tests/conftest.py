@@ -80,6 +80,30 @@ def int8_bundle(trained_run, heldout_dir, tmp_path_factory) -> Path:
     return out
 
 
+def sabotage_weights(monkeypatch):
+    """The converter gets a model with shuffled weights: the export converts fine but disagrees with Keras."""
+    import numpy as np
+
+    import exporter.pipeline as E
+
+    real = E.converter
+
+    def sabotaged(fmt):
+        convert = real(fmt)
+
+        def inner(model, precision, out_path, calibration, workdir, log=print, **options):
+            import keras
+
+            broken = keras.models.clone_model(model)
+            rng = np.random.default_rng(0)
+            broken.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in model.get_weights()])
+            return convert(broken, precision, out_path, calibration, workdir, log=log, **options)
+
+        return inner
+
+    monkeypatch.setattr(E, "converter", sabotaged)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

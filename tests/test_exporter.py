@@ -2,9 +2,9 @@
 
 import json
 
-import numpy as np
 import pytest
 
+from conftest import sabotage_weights
 from edge_server.service import ModelService
 from exporter import ExportConfig, ExportError, VerificationError, export
 from exporter.formats import FORMATS, allowed_combinations, lookup
@@ -79,24 +79,7 @@ def test_forbidden_combination_lists_the_allowed_ones(trained_run):
 
 def test_export_under_the_floor_is_rejected_and_not_published(trained_run, heldout_dir, tmp_path, monkeypatch):
     """Construct a bad export: the converter writes a model with shuffled weights."""
-    import exporter.pipeline as E
-
-    real = E.converter
-
-    def sabotaged(fmt):
-        convert = real(fmt)
-
-        def inner(model, precision, out_path, calibration, workdir, log=print, **options):
-            import keras
-
-            broken = keras.models.clone_model(model)
-            rng = np.random.default_rng(0)
-            broken.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in model.get_weights()])
-            return convert(broken, precision, out_path, calibration, workdir, log=log, **options)
-
-        return inner
-
-    monkeypatch.setattr(E, "converter", sabotaged)
+    sabotage_weights(monkeypatch)
     out = tmp_path / "bad"
     with pytest.raises(VerificationError, match="floor"):
         export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="float32", images=heldout_dir,

@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
+from conftest import sabotage_weights
 from edge_server.bundle import load_bundle
 from edge_server.errors import BundleError
 from edge_server.service import ModelService
@@ -35,26 +35,6 @@ def leftovers(dest):
     return [p for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.")]
 
 
-def sabotage_weights(monkeypatch):
-    """The converter gets a model with shuffled weights: the export converts fine but disagrees with Keras."""
-    import exporter.pipeline as E
-
-    real = E.converter
-
-    def sabotaged(fmt):
-        convert = real(fmt)
-
-        def inner(model, precision, out_path, calibration, workdir, log=print, **options):
-            import keras
-
-            broken = keras.models.clone_model(model)
-            rng = np.random.default_rng(0)
-            broken.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in model.get_weights()])
-            return convert(broken, precision, out_path, calibration, workdir, log=log, **options)
-
-        return inner
-
-    monkeypatch.setattr(E, "converter", sabotaged)
 
 
 def test_failed_verification_over_an_existing_bundle_leaves_it_unchanged(trained_run, heldout_dir, old_bundle, monkeypatch):
