@@ -10,6 +10,7 @@ error, not a half-grey image.
 from __future__ import annotations
 
 import io
+import struct
 import time
 
 import numpy as np
@@ -35,6 +36,11 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise ApiError(
             415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {len(data)} bytes that are not an image (starting {head!r})"
         ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        # A format was recognised but its header is cut short or broken (Pillow's plugins raise
+        # these from Image.open itself, e.g. "Truncated File Read" for a JPEG cut inside its
+        # header, "could not create decoder object" for a WebP missing its last byte).
+        raise ApiError(400, f"Expected a complete, decodable image. Received: {len(data)} bytes whose header fails to parse ({e})") from None
     if img.format not in ALLOWED_FORMATS:
         raise ApiError(415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {img.format}")
     w, h = img.size
