@@ -25,6 +25,8 @@ def json_body() -> dict:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"Expected a JSON object in the request body. Received: malformed JSON ({e})") from None
+    except RecursionError:  # "[[[[..." thousands deep: the parser gives up, which is the client's doing
+        raise ApiError(400, "Expected a JSON object in the request body. Received: JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"Expected a JSON object in the request body. Received: a JSON {type(body).__name__}")
     return body

@@ -71,6 +71,9 @@ def _batch(items: list, where: str, svc: ModelService):
     """A list of instances -> ("images", [bytes]) or ("pixels", (N, S, S, 3) array)."""
     check_batch(len(items), "instance")
     items = [_unwrap_named(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    for i, v in enumerate(items):
+        if isinstance(v, dict) and "b64" not in v:  # e.g. {"image": {}}: a name around neither an image nor pixels
+            raise ApiError(400, f'Expected {where}[{i}] to be {{"b64": ...}} or a pixel array. Received: an object with keys {sorted(v)}')
     is_b64 = [isinstance(v, dict) for v in items]
     if all(is_b64):
         return "images", [b64_image(v["b64"], f"{where}[{i}].b64") for i, v in enumerate(items)]

@@ -16,6 +16,7 @@ extension's "score:index:label" strings instead.
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
@@ -88,7 +89,7 @@ def _request_json() -> tuple[dict, bytes]:
         if not 0 < n <= len(raw):
             raise ValueError
         body = json.loads(raw[:n])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a header nested thousands deep
         raise ApiError(400, f"Expected {BINARY_HEADER} to give the length of a JSON header within the body "
                             f"({len(raw)} bytes). Received: {header_len!r}") from None
     if not isinstance(body, dict):
@@ -137,7 +138,7 @@ def _pixels(t: dict, where: str, binary: bytes | None, svc: ModelService) -> np.
         x = np.frombuffer(binary, dtype=dtype)  # little-endian, as the extension says; no copy
     else:
         x = pixel_array(t.get("data"), f"{where}.data", dtype)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python ints: np.prod would wrap around on a hostile shape
     if x.size != count:
         raise ApiError(400, f"Expected {where}.data to hold {count} values, as its shape {shape} says. Received: {x.size}")
     if len(shape) == 3:  # one image without a batch dimension
@@ -145,6 +146,15 @@ def _pixels(t: dict, where: str, binary: bytes | None, svc: ModelService) -> np.
     x = svc.check_pixels(x.reshape(shape), where)
     check_batch(x.shape[0], "image")
     return x
+
+
+def _parameters(obj: dict, where: str) -> dict:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ApiError(400, f"Expected {where}.parameters to be an object. Received: {type(params).__name__}")
+    return params
 
 
 def _input(body: dict, binary: bytes) -> tuple[dict, bytes | None]:
@@ -156,7 +166,7 @@ def _input(body: dict, binary: bytes) -> tuple[dict, bytes | None]:
     missing = [k for k in ("name", "shape", "datatype") if k not in t]
     if missing:
         raise ApiError(400, f"Expected inputs[0] to have name, shape and datatype. Received: no {', '.join(missing)}")
-    size = (t.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(t, "inputs[0]").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size != len(binary):
             raise ApiError(400, f"Expected binary_data_size to match the {len(binary)} bytes after the JSON header. Received: {size!r}")
@@ -174,10 +184,10 @@ def _outputs(body: dict, svc: ModelService) -> int | None:
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
         raise ApiError(400, f"Expected 'outputs' to be a list of objects. Received: {type(wanted).__name__}")
     k = None
-    for o in wanted:
+    for i, o in enumerate(wanted):
         if o.get("name") != svc.output_name:
             raise ApiError(400, f"Unknown output. Expected: {svc.output_name!r}. Received: {o.get('name')!r}")
-        c = (o.get("parameters") or {}).get("classification")
+        c = _parameters(o, f"outputs[{i}]").get("classification")
         if c is not None:
             if not isinstance(c, int) or isinstance(c, bool) or c < 1:
                 raise ApiError(400, f"Expected classification to be a positive integer. Received: {c!r}")
@@ -193,6 +203,10 @@ def infer(name: str, version: str | None = None):
     t, tbinary = _input(body, binary)
     top_k = _outputs(body, svc)
     datatype = t["datatype"]
+    if "id" in body and not isinstance(body["id"], str):  # echoed back; the spec says a string
+        raise ApiError(400, f"Expected id to be a string. Received: {type(body['id']).__name__}")
+    if not isinstance(datatype, str):  # a list or object would not even hash for the lookup below
+        raise ApiError(400, f"Expected inputs[0].datatype to be a string. Received: {type(datatype).__name__}")
     if datatype == "BYTES":
         probs, timings = svc.probabilities_for_images(_bytes_elements(t, "inputs[0]", tbinary))
     elif datatype in PIXEL_DATATYPES:
