@@ -28,3 +28,10 @@ def favicon():
 @bp.get("/model")
 def model():
     return jsonify(state().model().describe())
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from ..openapi import openapi_document  # the document is built per request: a reload changes the model's name and labels
+
+    return jsonify(openapi_document(state().model()))

@@ -1,0 +1,291 @@
+"""The OpenAPI 3.1 document for every HTTP endpoint, as data.
+
+`openapi_document(svc)` fills in the live model's name, version, labels and
+input size, so a client generator (or schemathesis, tests/test_openapi.py)
+sees the real values: path parameters list the one model this server has
+(any other name is a documented 404), and /predict's labels are an enum.
+
+Every 4xx is the same JSON error object, `{"error": "... Expected ... Received: ..."}`;
+a few carry extra keys (a failed reload says what is still serving).
+"""
+
+from __future__ import annotations
+
+from . import __version__
+from .imageio import ALLOWED_FORMATS
+
+JSON = "application/json"
+RAW_IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream"]
+BINARY = {"type": "string", "format": "binary"}
+
+# Endpoints a server with an API key still answers without one (app.PUBLIC_ENDPOINTS).
+PUBLIC_PATHS = {"/v2/health/live", "/v2/health/ready", "/", "/favicon.ico"}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+ERROR_REASONS = {
+    400: "The request is malformed: the message says what was expected and what arrived.",
+    401: "The server has an API key and the request carried none, or a wrong one.",
+    404: "Unknown model name or version.",
+    413: "The body is larger than the server's limit, or the image has more pixels than allowed.",
+    415: "The Content-Type, or the image format, is not one this endpoint takes.",
+    422: "Understood, but could not be done.",
+}
+
+
+def _errors(*codes: int, **reasons: str) -> dict:
+    return {str(c): _json(_ref("Error"), reasons.get(f"e{c}", ERROR_REASONS[c])) for c in codes}
+
+
+def _schemas(svc) -> dict:
+    n, labels = svc.size, list(svc.labels)
+    number_list = {"type": "array", "items": {"type": "number"}}
+    tensor_meta = {
+        "type": "object", "required": ["name", "datatype", "shape"],
+        "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                       "shape": {"type": "array", "items": {"type": "integer"}}},
+    }
+    tf_tensor_info = {
+        "type": "object", "required": ["dtype", "tensor_shape", "name"],
+        "properties": {
+            "dtype": {"type": "string"}, "name": {"type": "string"},
+            "tensor_shape": {"type": "object", "properties": {
+                "dim": {"type": "array", "items": {"type": "object", "properties": {"size": {"type": "string"}, "name": {"type": "string"}}}},
+                "unknown_rank": {"type": "boolean"}}},
+        },
+    }
+    b64 = {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "contentEncoding": "base64"}}}
+    # An instance: a b64 image, an (S, S, 3) pixel array, or either under a single input name.
+    pixels = {"type": "array", "description": f"{n}x{n}x3 RGB pixel values 0-255", "items": {}}
+    instance = {"oneOf": [b64, pixels, {"type": "object", "minProperties": 1, "maxProperties": 1,
+                                         "not": {"required": ["b64"]}, "additionalProperties": {"oneOf": [b64, pixels]}}]}
+    return {
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {"type": "string", "description": "What was expected and what was received."}},
+        },
+        "Prediction": {
+            "type": "object", "required": ["label", "index", "score"],
+            "properties": {"label": {"type": "string", "enum": labels},
+                           "index": {"type": "integer", "minimum": 0, "maximum": len(labels) - 1},
+                           "score": {"type": "number", "minimum": 0, "maximum": 1}},
+        },
+        "PredictResponse": {
+            "type": "object", "required": ["model", "version", "predictions", "timings_ms"],
+            "properties": {
+                "model": {"type": "string"}, "version": {"type": "string"},
+                "predictions": {"type": "array", "items": _ref("Prediction"), "description": "Highest score first."},
+                "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+            },
+        },
+        "ModelDescription": {
+            "type": "object", "required": ["name", "version", "labels", "input", "output"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                           "labels": {"type": "array", "items": {"type": "string"}},
+                           "input": {"type": "object"}, "output": {"type": "object"}},
+        },
+        "TFStatus": {
+            "type": "object", "required": ["model_version_status"],
+            "properties": {"model_version_status": {"type": "array", "items": {
+                "type": "object", "required": ["version", "state", "status"],
+                "properties": {"version": {"type": "string"}, "state": {"type": "string", "enum": ["AVAILABLE", "LOADING"]},
+                               "status": {"type": "object"}}}}},
+        },
+        "TFMetadata": {
+            "type": "object", "required": ["model_spec", "metadata"],
+            "properties": {
+                "model_spec": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+                "metadata": {"type": "object", "properties": {"signature_def": {"type": "object", "properties": {
+                    "signature_def": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                        "inputs": {"type": "object", "additionalProperties": tf_tensor_info},
+                        "outputs": {"type": "object", "additionalProperties": tf_tensor_info},
+                        "method_name": {"type": "string"}}}}}}}},
+            },
+        },
+        "TFPredictRequest": {
+            "type": "object",
+            "description": "Exactly one of `instances` (row format) or `inputs` (columnar format).",
+            "properties": {
+                "signature_name": {"type": "string", "enum": ["serving_default", ""]},
+                "instances": {"type": "array", "minItems": 1, "maxItems": 32, "items": instance},
+                "inputs": {"oneOf": [{"type": "array", "items": instance}, b64, {"type": "object"}]},
+            },
+        },
+        "TFPredictResponse": {
+            "oneOf": [
+                {"type": "object", "required": ["predictions"], "properties": {"predictions": {"type": "array", "items": number_list}}},
+                {"type": "object", "required": ["outputs"], "properties": {"outputs": {"type": "array", "items": number_list}}},
+            ],
+        },
+        "V2ServerMetadata": {
+            "type": "object", "required": ["name", "version", "extensions"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                           "extensions": {"type": "array", "items": {"type": "string"}}},
+        },
+        "V2ModelMetadata": {
+            "type": "object", "required": ["name", "platform", "inputs", "outputs"],
+            "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+                           "platform": {"type": "string"},
+                           "inputs": {"type": "array", "items": tensor_meta}, "outputs": {"type": "array", "items": tensor_meta}},
+        },
+        "V2Ready": {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+        "V2InferRequest": {
+            "type": "object", "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                    "type": "object", "required": ["name", "shape", "datatype"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        "datatype": {"type": "string", "enum": ["UINT8", "FP32", "BYTES"]},
+                        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+                        "data": {"type": "array", "description": f"UINT8/FP32: pixel values 0-255 for shape [N, {n}, {n}, 3] "
+                                                                  "(flat or nested); BYTES: base64-encoded images"},
+                    }}},
+                "outputs": {"type": "array", "items": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string", "enum": [svc.output_name]},
+                                   "parameters": {"type": "object", "properties": {"classification": {"type": "integer", "minimum": 1}}}}}},
+            },
+        },
+        "V2InferResponse": {
+            "type": "object", "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "outputs": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "shape", "datatype", "data"],
+                    "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                                   "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
+                                   "data": {"type": "array", "items": {"type": ["number", "string"]}}}}},
+            },
+        },
+        "ReloadRequest": {"type": "object", "properties": {"bundle": {"type": "string", "description": "Path on the server; default: the bundle it was started with."}}},
+        "ReloadResponse": {
+            "type": "object", "required": ["reloaded"],
+            "properties": {"reloaded": {"type": "boolean"}, "model": {"type": "object"}, "previous": {"type": "object"},
+                           "load_ms": {"type": "number"}},
+        },
+    }
+
+
+def openapi_document(svc) -> dict:
+    """The document for the model `svc` serves now (call again after a reload)."""
+    name_param = {"name": "name", "in": "path", "required": True, "description": "The model's name (this server has one model).",
+                  "schema": {"type": "string", "enum": [svc.name]}}
+    version_param = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": [svc.version]}}
+    top_k = {"name": "top_k", "in": "query", "required": False, "description": "How many labels to return, highest score first.",
+             "schema": {"type": "integer", "minimum": 1, "default": 5}}
+    formats = ", ".join(sorted(ALLOWED_FORMATS))
+
+    def op(summary: str, ok: dict, *errors: int, params=(), body=None, public=False, **reasons) -> dict:
+        o = {"summary": summary, "responses": {"200": ok, **_errors(*errors, **reasons)}}
+        if params:
+            o["parameters"] = list(params)
+        if body:
+            o["requestBody"] = body
+        if not public:
+            o["responses"].update(_errors(401))
+        else:
+            o["security"] = []
+        return o
+
+    def json_body(schema: dict, required: bool = True) -> dict:
+        return {"required": required, "content": {JSON: {"schema": schema}}}
+
+    model_params = [name_param]
+    versioned = [name_param, version_param]
+    paths: dict[str, dict] = {}
+
+    def both(path: str, method: str, make) -> None:
+        """The route with and without /versions/{version}, as the server registers both."""
+        paths.setdefault(path.format(v=""), {})[method] = make(model_params)
+        paths.setdefault(path.format(v="/versions/{version}"), {})[method] = make(versioned)
+
+    image_body = {
+        "required": True,
+        "description": f"One encoded image ({formats}): the raw bytes, or a multipart file field named `image`.",
+        "content": {**{t: {"schema": BINARY} for t in RAW_IMAGE_TYPES},
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}}},
+    }
+    paths["/predict"] = {"post": op(
+        "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415,
+        params=[top_k], body=image_body, e413="The body or the image's pixel count is over the server's limit.")}
+
+    both("/v1/models/{{name}}{v}", "get", lambda p: op(
+        "TensorFlow Serving: model status", _json(_ref("TFStatus"), "The model's version status."), 404, params=p))
+    both("/v1/models/{{name}}{v}/metadata", "get", lambda p: op(
+        "TensorFlow Serving: signature metadata", _json(_ref("TFMetadata"), "The serving_default signature."), 404, params=p))
+    both("/v1/models/{{name}}{v}:predict", "post", lambda p: op(
+        "TensorFlow Serving: predict (row or columnar format)",
+        _json(_ref("TFPredictResponse"), "Class probabilities in label order, one list per instance."),
+        400, 404, 413, 415, params=p, body=json_body(_ref("TFPredictRequest"))))
+
+    paths["/v2/health/live"] = {"get": op("Open Inference Protocol: server live", _json(
+        {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, "Live."), public=True)}
+    ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+    paths["/v2/health/ready"] = {"get": op("Open Inference Protocol: server ready", _json(ready, "Ready."), 400, public=True,
+                                           e400="Not ready yet (the body says ready: false).")}
+    paths["/v2/health/ready"]["get"]["responses"]["400"] = _json(ready, "Not ready yet.")
+    paths["/v2"] = {"get": op("Open Inference Protocol: server metadata", _json(_ref("V2ServerMetadata"), "Server metadata."))}
+    both("/v2/models/{{name}}{v}", "get", lambda p: op(
+        "Open Inference Protocol: model metadata", _json(_ref("V2ModelMetadata"), "Model metadata."), 404, params=p))
+
+    def ready_op(p):
+        o = op("Open Inference Protocol: model ready", _json(_ref("V2Ready"), "Ready."), 404, params=p)
+        o["responses"]["400"] = _json(_ref("V2Ready"), "Not ready yet (ready: false).")
+        return o
+
+    both("/v2/models/{{name}}{v}/ready", "get", ready_op)
+
+    def infer_op(p):
+        body = json_body(_ref("V2InferRequest"))
+        body["content"]["application/octet-stream"] = {
+            "schema": BINARY,
+            "description": "Binary tensor data extension: a JSON header of Inference-Header-Content-Length bytes, then the tensor bytes."}
+        header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                  "description": "Binary tensor data extension: the length of the JSON header at the start of the body.",
+                  "schema": {"type": "integer", "minimum": 1}}
+        return op("Open Inference Protocol: infer", _json(_ref("V2InferResponse"), "Probabilities, or classification strings."),
+                  400, 404, 413, 415, params=[*p, header], body=body)
+
+    both("/v2/models/{{name}}{v}/infer", "post", infer_op)
+
+    paths["/metrics"] = {"get": op("Prometheus metrics", {"description": "Prometheus text exposition format 0.0.4.",
+                                                          "content": {"text/plain": {"schema": {"type": "string"}}}})}
+    paths["/"] = {"get": op("A page to try the model in a browser", {"description": "The page.",
+                                                                      "content": {"text/html": {"schema": {"type": "string"}}}}, public=True)}
+    paths["/favicon.ico"] = {"get": op("No icon", {"description": "Nothing."}, public=True)}
+    paths["/favicon.ico"]["get"]["responses"] = {"204": {"description": "No content."}}
+    paths["/model"] = {"get": op("The served model's bundle details", _json(_ref("ModelDescription"), "Name, version, labels, input and output."))}
+    paths["/openapi.json"] = {"get": op("This document", _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1."))}
+    paths["/admin/reload"] = {"post": op(
+        "Reload the bundle (or load another) without dropping requests", _json(_ref("ReloadResponse"), "Swapped."),
+        400, 404, 413, 422, body=json_body(_ref("ReloadRequest"), required=False),
+        e404="Admin endpoints are off: the server was started without an API key.",
+        e422="The new bundle failed to load or verify; the old one keeps serving.")}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edgeport edge server", "version": __version__,
+                 "description": f"Serves the image classifier {svc.name!r} version {svc.version} "
+                                f"({len(svc.labels)} labels, {svc.size}x{svc.size} RGB input). "
+                                "Every error is a JSON object with an `error` message and a 4xx status."},
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(svc),
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "Bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        # Only when the server was started with --api-key-file; an empty alternative says "or none".
+        "security": [{"ApiKey": []}, {"Bearer": []}, {}],
+    }
