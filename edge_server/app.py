@@ -203,7 +203,10 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
             413: f"Expected a request body of at most {settings.max_body_bytes:,} bytes. Received: "
             + (f"{request.content_length:,} bytes" if request.content_length else "more (a chunked body)"),
         }
-        return _error(e.code, messages.get(e.code, e.description))
+        body, status = _error(e.code, messages.get(e.code, e.description))
+        if e.code == 405:  # RFC 9110: a 405 must say which methods are allowed
+            return body, status, {"Allow": ", ".join(sorted(getattr(e, "valid_methods", None) or []))}
+        return body, status
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
