@@ -182,3 +182,17 @@ def test_tfserving_regressions(client, body):
     resp = client.post("/v1/models/shapes:predict", data=body, content_type="application/json")
     ok_or_4xx(resp)
     assert resp.status_code == 400, resp.get_json()
+
+
+def test_admin_reload_nested_too_deeply(int8_bundle):
+    """Found while reviewing what the fuzzers could not reach (the fixture server has no key): with a key, a
+    deeply nested reload body raised RecursionError through get_json(silent=True) -> 500."""
+    from edge_server.app import create_app
+    from edge_server.service import ModelService, ServiceOptions
+    from edge_server.settings import ServerSettings
+
+    svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, warmup_runs=0))
+    app = create_app(svc, ServerSettings(bundle=int8_bundle, access_log=False, api_key="k"))
+    resp = app.test_client().post("/admin/reload", data=b"[" * 100_000, headers={"X-API-Key": "k", "Content-Type": "application/json"})
+    ok_or_4xx(resp)
+    assert resp.status_code == 400

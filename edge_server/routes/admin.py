@@ -32,7 +32,10 @@ def reload():
         raise ApiError(404, "Admin endpoints are off. Expected: a server started with --api-key-file. Received: a server without a key")
     bundle = None
     if request.content_length:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # silent=True covers malformed JSON, not JSON nested thousands deep
+            body = None
         if not isinstance(body, dict) or not isinstance(body.get("bundle", ""), str):
             raise ApiError(400, 'Expected no body, or JSON {"bundle": "/path/to/bundle"}. Received: something else')
         bundle = body.get("bundle") or None
