@@ -90,7 +90,7 @@ def cmd_serve(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from .errors import ApiError, EdgeError
+    from .errors import ApiError
     from .service import ModelService
 
     svc = ModelService.from_path(args.bundle, args.labels, _service_options(args, None))
