@@ -13,6 +13,9 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+# Modules only a workstation has: a missing one names the extra to install.
+WORKSTATION_MODULES = {m: "train" for m in ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")}
+
 # Order of the commands in --help: the pipeline's order.
 COMMAND_ORDER = ["demo-data", "train", "export", "bench", "deploy", "serve", "predict"]
 
@@ -146,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeport: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:  # e.g. `edgeport train` on a device that has only [edge]
+        extra = WORKSTATION_MODULES.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"edgeport {args.command}: error: this command needs the {extra} extra: pip install 'edgeport[{extra}]'. "
+              f"Received: no module named {e.name!r}", file=sys.stderr)
+        return 2
     except Exception as e:  # our own errors carry cli_exit_code: one line, no traceback
         code = getattr(e, "cli_exit_code", None)
         if code is None:

@@ -50,3 +50,18 @@ def test_serving_a_bundle_does_not_import_tensorflow(int8_bundle, heldout_dir):
     ))
     assert "edge_server" in mods and "ai_edge_litert" in mods
     assert not mods & set(HEAVY), mods & set(HEAVY)
+
+
+def test_workstation_commands_on_an_edge_only_install_name_the_extra(small_demo_dir):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["keras"] = None  # as on a device: importing keras fails
+        from edge_server.cli import main
+        sys.exit(main(["train", {str(small_demo_dir)!r}, "--weights", "none", "--image-size", "32", "--alpha", "0.35"]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "pip install 'edgeport[train]'" in last and "Traceback" not in out.stderr, out.stderr
