@@ -323,7 +323,7 @@ def _check_out(out: Path) -> None:
 
 
 def deploy(opts: DeployOptions, log=print) -> DeployResult:
-    from edge_server.bundle import sha256_file
+    from edge_server.bundle import publish_dir, sha256_file
 
     profile = load_profile(opts.device)
     if profile.get("install", {}).get("unsupported"):
@@ -361,13 +361,7 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
         # deploy.json last: it is what marks a folder as a finished deploy.
         (tmp / "deploy.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _check_out(out)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -160,18 +160,24 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
         # bundle.json is written last: a folder without it never loads as a bundle.
         _write_synced(tmp / BUNDLE_JSON, json.dumps(full, indent=2).encode())
         _fsync_dir(tmp)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def publish_dir(tmp: Path, dest: Path) -> None:
+    """Swap a finished folder into place. An existing folder at `dest` is set aside first
+    and removed only after the new one is in (restore_set_aside repairs a kill in between)."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def restore_set_aside(dest: Path) -> None:
