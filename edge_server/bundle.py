@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
     if fmt not in MODEL_FILES:
         raise BundleError(f"Expected a format in {sorted(MODEL_FILES)}. Received: format={fmt!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    restore_set_aside(dest)
+    recover_interrupted(dest)
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
@@ -169,7 +170,7 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
 
 def publish_dir(tmp: Path, dest: Path) -> None:
     """Swap a finished folder into place. An existing folder at `dest` is set aside first
-    and removed only after the new one is in (restore_set_aside repairs a kill in between)."""
+    and removed only after the new one is in (recover_interrupted repairs a kill in between)."""
     old = None
     if dest.exists():
         old = dest.parent / f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}"
@@ -180,14 +181,40 @@ def publish_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def restore_set_aside(dest: Path) -> None:
-    """A kill between write_bundle's two renames leaves the previous bundle set aside
-    as .NAME.old-*; put it back (or drop it, if a newer bundle made it in)."""
-    for old in sorted(dest.parent.glob(f".{dest.name}.old-*")):
-        if not dest.exists():
-            os.replace(old, dest)
+# .NAME.partial-PID-NS (being assembled) and .NAME.old-PID-NS (the previous
+# bundle, moved aside for the instant of the swap): the names write_bundle uses.
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-\d+$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def recover_interrupted(dest: Path) -> None:
+    """Repair what a killed write_bundle left beside `dest` (only folders whose writer is gone).
+
+    A staging folder is removed. A previous bundle set aside for the swap is put
+    back if the kill came before the new one moved in, else dropped.
+    """
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return
+    for p in sorted(dest.parent.iterdir()):
+        m = _LEFTOVER.match(p.name)
+        if not m or m["name"] != dest.name or _alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not dest.exists():
+            os.replace(p, dest)
         else:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_server.bundle import write_bundle
+
 from . import calibration as calib
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, input_size, output_activation
-from .publish import publish
 from .source import resolve_source
 from .verify import table, verify_export
 
@@ -150,7 +151,7 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             )
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
         meta["export"]["io_dtype"] = io_dtype
-        publish(out, model_file, meta, log=log)
+        write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"bundle saved: {out}")

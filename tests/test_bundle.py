@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -91,10 +93,16 @@ def test_model_file_name_cannot_escape_the_bundle(tmp_path, model_file):
         B.load_bundle(dest)
 
 
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_a_bundle_set_aside_by_a_kill_is_put_back(tmp_path, model_file):
     dest = B.write_bundle(tmp_path / "b", model_file, meta(name="old"))
-    os.replace(dest, tmp_path / ".b.old-1-2")  # killed right after setting the old bundle aside
+    os.replace(dest, tmp_path / f".b.old-{dead_pid()}-2")  # killed right after setting the old bundle aside
     B.write_bundle(tmp_path / "other", model_file, meta())  # unrelated names are untouched
-    B.restore_set_aside(tmp_path / "b")
+    B.recover_interrupted(tmp_path / "b")
     assert B.load_bundle(tmp_path / "b").name == "old"
     assert not list(tmp_path.glob(".b.old-*"))

@@ -12,11 +12,10 @@ import time
 import pytest
 
 from conftest import sabotage_weights
-from edge_server.bundle import load_bundle
+from edge_server.bundle import load_bundle, recover_interrupted
 from edge_server.errors import BundleError
 from edge_server.service import ModelService
 from exporter import ExportConfig, ExportError, VerificationError, export
-from exporter.publish import stale_leftovers
 
 
 def snapshot(folder):
@@ -104,13 +103,14 @@ def test_export_killed_with_sigkill_leaves_the_old_bundle(trained_run, heldout_d
     # The destination is exactly the old bundle; it loads with its sha256 checked.
     assert snapshot(old_bundle) == before
     assert load_bundle(old_bundle).meta["precision"] == "int8"
-    # What the kill left is a hidden staging folder, recognised as stale and removed by the next export.
+    # What the kill left is a hidden staging folder, recognised as stale and removed by the next write.
     staged = leftovers(old_bundle)
     assert [p.name for p in staged] == [os.path.basename(marker.read_text())]
-    assert stale_leftovers(old_bundle) == staged
+    recover_interrupted(old_bundle)
+    assert leftovers(old_bundle) == [] and snapshot(old_bundle) == before
 
 
-def test_stale_staging_is_cleared_but_a_live_one_and_a_lone_old_copy_are_kept(tmp_path):
+def test_stale_staging_is_cleared_a_live_one_kept_and_a_lone_old_copy_put_back(tmp_path):
     dest = tmp_path / "b"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -119,10 +119,16 @@ def test_stale_staging_is_cleared_but_a_live_one_and_a_lone_old_copy_are_kept(tm
     old_dead = tmp_path / f".b.old-{dead.pid}-3"
     for p in (partial_dead, partial_live, old_dead):
         p.mkdir()
-    # dest missing: the process died mid-swap and .old is the only copy of the previous bundle -> kept
-    assert stale_leftovers(dest) == [partial_dead]
-    dest.mkdir()
-    assert stale_leftovers(dest) == sorted([partial_dead, old_dead])
+    (old_dead / "marker").write_text("previous bundle")
+    # dest missing: the process died mid-swap and .old is the only copy of the previous bundle -> put back
+    recover_interrupted(dest)
+    assert (dest / "marker").read_text() == "previous bundle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b", partial_live.name])
+    # dest present: a dead writer's staging and set-aside copies both go; a live writer's stays
+    for p in (partial_dead, old_dead):
+        p.mkdir()
+    recover_interrupted(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b", partial_live.name])
 
 
 def test_sha256_mismatch_is_caught_on_load(int8_bundle, tmp_path):

@@ -326,23 +326,30 @@ def check_writable(out_dir: Path) -> None:
         raise TrainerError(f"Expected a writable output folder. Received: out_dir={str(out_dir)!r} ({e.strerror or e})") from None
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def remove_stale_partials(out_dir: Path, name: str) -> None:
-    """Clean up after killed runs: remove their temporary folders, and put back a
-    previous run that a kill between _publish's two renames left aside."""
+    """Clean up after killed runs (only folders whose process is gone): remove their
+    temporary folders, and put back a previous run that a kill between _publish's
+    two renames left aside. (edge_server.bundle.recover_interrupted does the same
+    for bundles; the trainer may not import edge_server.)"""
     dest = out_dir / name
-    for old in sorted(out_dir.glob(f".{name}.old-*")):
-        if not dest.exists():
-            os.replace(old, dest)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-    for p in out_dir.glob(f".{name}.partial-*"):
-        try:
-            pid = int(p.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)  # still running: leave it alone
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except (ValueError, PermissionError):
+    for p in sorted(out_dir.glob(f".{name}.*-*")):
+        kind, _, pid = p.name[len(name) + 2 :].partition("-")
+        if kind not in ("partial", "old") or not pid.isdigit() or _process_alive(int(pid)):
             continue
+        if kind == "old" and not dest.exists():
+            os.replace(p, dest)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _publish(tmp: Path, dest: Path) -> None:
