@@ -36,8 +36,9 @@ import tempfile
 import textwrap
 import threading
 import time
-import urllib.request
 from pathlib import Path
+
+from serverproc import free_port, memory_kb, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 224
@@ -114,29 +115,6 @@ def make_jpeg(path: Path) -> bytes:
     img.save(buf, "JPEG", quality=90)
     path.write_bytes(buf.getvalue())
     return buf.getvalue()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0, t0: float | None = None) -> float:
-    """Seconds from t0 (the process start) until `url` answers 200."""
-    t0 = time.perf_counter() if t0 is None else t0
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return time.perf_counter() - t0
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{url}: not ready in {timeout} s")
 
 
 def load(port: int, path: str, body: bytes, concurrency: int, requests: int, time_limit: float) -> dict:
@@ -223,10 +201,7 @@ def in_process(model_path: Path, bundle: Path, jpeg: bytes, n: int) -> tuple[dic
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return memory_kb(pid, "VmRSS").get("VmRSS", float("nan")) / 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -256,11 +231,7 @@ class Target:
         return r | {"cpu_ms": (cpu_seconds(self.proc.pid) - cpu0) * 1e3 / max(1, r["n"])}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
 
 
 def main(argv=None) -> int:

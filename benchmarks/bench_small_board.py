@@ -26,9 +26,10 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from serverproc import memory_kb, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,32 +150,6 @@ def run_load(port: int, images, requests: int, concurrency: int, deadline_s: flo
     }
 
 
-def rss_mb(pid: int) -> dict:
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key = line.split(":")[0]
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return out
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
-                if json.load(r).get("ready"):
-                    return time.monotonic() - t0
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"the server was not ready in {timeout} s")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", type=Path)
@@ -204,11 +179,14 @@ def main(argv=None) -> int:
     log = Path(f"/tmp/bench_small_board-{args.port}.log")
     proc = subprocess.Popen([*prefix, *cmd], stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        ready_s = wait_ready(args.port, proc, 120)
+        try:
+            ready_s = wait_ready(f"http://127.0.0.1:{args.port}/v2/health/ready", proc, 120)
+        except RuntimeError as e:
+            sys.exit(str(e))
         run_load(args.port, images, min(20, args.requests), args.concurrency, 60)  # warm-up: pools, caches
         load1 = os.getloadavg()[0]
         result = run_load(args.port, images, args.requests, args.concurrency, args.deadline_s)
-        server = {"start_to_ready_s": round(ready_s, 2), **{f"{k}_mb": v for k, v in rss_mb(proc.pid).items()}}
+        server = {"start_to_ready_s": round(ready_s, 2), **{f"{k}_mb": round(v / 1024, 1) for k, v in memory_kb(proc.pid, "VmRSS", "VmHWM").items()}}
         try:
             p = peak()
             if p:
@@ -217,11 +195,7 @@ def main(argv=None) -> int:
             pass
         alive = proc.poll() is None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         cleanup()
     out = {
         "cap": kind, "memory": args.memory, "cpus": args.cpus, "device": args.device,

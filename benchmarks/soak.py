@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import struct
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from serverproc import free_port, memory_kb, stop, wait_ready
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -67,20 +68,11 @@ def request_kinds(image: bytes, name: str, size: int, max_body: int) -> list[tup
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return memory_kb(pid, "VmRSS").get("VmRSS", 0)
 
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(port: int, method: str, path: str, body, headers) -> tuple[int, float]:
@@ -126,11 +118,10 @@ def soak(bundle: Path, seconds: float = 60.0, clients: int = 16, image: Path | N
     )
     auth = {"X-API-Key": key}
     try:
-        deadline = time.monotonic() + 60
-        while call(port, "GET", "/v2/health/ready", None, {})[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc, 60)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {(tmp / 'server.log').read_text()[-2000:]}") from None
         for _ in range(20):  # warm every path once before the "before" reading
             for kind in kinds[:4]:
                 call(port, kind[1], kind[2], kind[3], {**kind[4], **auth})
@@ -162,11 +153,7 @@ def soak(bundle: Path, seconds: float = 60.0, clients: int = 16, image: Path | N
         time.sleep(0.5)
         after = {"rss_kb": rss_kb(proc.pid), "fds": open_fds(proc.pid)}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
     allowed = {k[0]: k[5] for k in kinds}
     unexpected = {k: {s: n for s, n in c.items() if s not in allowed[k]} for k, c in statuses.items()}
