@@ -323,7 +323,7 @@ def _check_out(out: Path) -> None:
 
 
 def deploy(opts: DeployOptions, log=print) -> DeployResult:
-    from edge_server.bundle import publish_dir, sha256_file
+    from edge_server.bundle import publish_dir, recover_interrupted, sha256_file
 
     profile = load_profile(opts.device)
     if profile.get("install", {}).get("unsupported"):
@@ -332,6 +332,7 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
     bundle = _load_verified_bundle(Path(opts.bundle))
     requirements = requirements_for(profile, bundle.format)
     out = Path(opts.out)
+    recover_interrupted(out)  # same staging names as bundles: a killed deploy is repaired the same way
     _check_out(out)
 
     settings = service_settings(profile, opts, bundle.name)

@@ -306,3 +306,19 @@ def test_deploy_folder_installs_and_serves_on_this_machine(int8_bundle, heldout_
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_killed_deploy_is_repaired_by_the_next_one(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "pi4"
+    dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", out), log=lambda m: None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # Killed mid-swap: the earlier deploy set aside, a half-built one staged, nothing at `out`.
+    out.rename(tmp_path / f".pi4.old-{dead.pid}-1")
+    (tmp_path / f".pi4.partial-{dead.pid}-2").mkdir()
+    dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", out, port=9002), log=lambda m: None)
+    assert json.loads((out / "deploy.json").read_text())["service"]["port"] == 9002
+    assert sorted(p.name for p in tmp_path.iterdir() if "pi4" in p.name) == ["pi4"]
