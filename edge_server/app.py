@@ -153,6 +153,8 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
                 resp.headers["Access-Control-Allow-Headers"] = "Content-Type, X-API-Key, Authorization, Inference-Header-Content-Length"
                 resp.headers["Access-Control-Max-Age"] = "600"
         resp.headers["X-Request-ID"] = g.get("request_id", "")
+        g.status = resp.status_code  # for _account, which runs at teardown
+        g.bytes_out = resp.calculate_content_length() or 0
         return resp
 
     @app.teardown_request
@@ -174,13 +176,6 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
                 "path": request.path, "endpoint": endpoint, "status": status, "ms": round(seconds * 1e3, 2),
                 "bytes_in": request.content_length or 0, "bytes_out": g.get("bytes_out", 0), "error": g.get("error"),
             }, separators=(",", ":")))
-
-    @app.after_request
-    def _remember_status(resp):
-        # Registered after _finish, so Flask runs it first; teardown reads what it stored.
-        g.status = resp.status_code
-        g.bytes_out = resp.calculate_content_length() or 0
-        return resp
 
     def _error(status: int, message: str, **details):
         g.error = message[:200]
