@@ -35,8 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-threads", type=int, help="HTTP worker threads (default: workers * 2 + 2)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; default: CORS off)")
-    p.add_argument("--fast-decode", action="store_true",
-                   help="decode large JPEGs at reduced scale (faster; changes pixels slightly, so check agreement on your model)")
+    p.add_argument("--decode", choices=["auto", "exact", "fast"], default="auto",
+                   help="fast: decode large JPEGs at reduced scale (about half the decoding work, pixels move ~1 level); "
+                        "exact: the trainer's pixels; auto (default): fast unless the bundle's export check found it "
+                        "changes more than 1%% of this model's answers")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no JSON access log lines on stderr")
     p.set_defaults(func=cmd_serve)
 
@@ -58,7 +60,7 @@ def _service_options(args, profile: dict | None):
         threads=getattr(args, "threads", None) or serve_cfg.get("threads"),
         pool_size=getattr(args, "workers", None) or serve_cfg.get("workers"),
         max_pixels=getattr(args, "max_pixels", 40_000_000),
-        fast_decode=getattr(args, "fast_decode", False),
+        decode=getattr(args, "decode", "auto"),
         onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),
         onnx_mem_arena=serve_cfg.get("onnx_mem_arena", True),
         trt_cache_dir=serve_cfg.get("trt_cache_dir"),

@@ -14,7 +14,7 @@ import struct
 import time
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ApiError
 
@@ -50,30 +50,53 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
 
 
 EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the image upright (what ImageOps.exif_transpose does;
+# the reduced-scale path needs it as a table because it resizes first and the copy has no EXIF).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+# How the server decodes. "exact" gives the trainer's pixels. "fast" lets libjpeg decode a JPEG at
+# 1/2, 1/4 or 1/8 scale in the DCT domain when the result is still at least the model's size, then
+# resizes the rest of the way with the same bilinear filter: decoding and resizing a 640x480 photo
+# for a 224 px model costs about half as much. Pixels move by ~0.9 levels on average; on the demo
+# model fewer than 1% of top-1 answers changed (tests/test_decode_modes.py); cost: benchmarks/bench_decode.py.
+DECODE_MODES = ("exact", "fast")
+
+
+def reduced_scale(img: Image.Image, size: int) -> int:
+    """The factor "fast" decoding divides this image by (1 = decoded in full), as Image.draft chooses it."""
+    if img.format != "JPEG":
+        return 1
+    fits = min(img.size[0] // size, img.size[1] // size)
+    return next(s for s in (8, 4, 2, 1) if fits >= s)
 
 
 def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dict | None = None) -> np.ndarray:
     """Decode, EXIF-rotate, convert to RGB and resize (bilinear) to (size, size, 3) uint8.
 
-    fast=True lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale when the
-    result is still at least `size` on both sides (Image.draft): most of the
-    decoding work disappears and the resized pixels change a little (mean
-    absolute difference ~0.4-1.3 levels) - enough to flip a fragile model's
-    borderline answers, so it is off unless asked for (ServiceOptions.fast_decode).
+    fast=True decodes a large JPEG at reduced scale (see DECODE_MODES).
 
     `timings`, if given, receives "decode" and "preprocess" in milliseconds:
     the metrics split the two because they scale differently (decode with the
     file's pixels, preprocess with the model's).
     """
     t0 = time.perf_counter()
+    box = None
     try:
-        if fast and img.format == "JPEG":
-            img.draft("RGB", (size, size))
+        if fast and reduced_scale(img, size) > 1:
+            # draft() also returns the source rectangle in the reduced image: its edges round up
+            # (641 px at 1/2 is 321 px), so resizing that box maps exactly the original frame.
+            box = img.draft("RGB", (size, size))[1]
         img.load()
         t1 = time.perf_counter()
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        if box is not None:  # resize in the decoded frame, then turn upright: the box is in this frame
+            img = img.resize((size, size), Image.BILINEAR, box=box)
         # Each of these returns a copy even when it has nothing to do: skip them when so.
-        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
-            img = ImageOps.exif_transpose(img)
+        if orientation in UPRIGHT:
+            img = img.transpose(UPRIGHT[orientation])
         if img.mode != "RGB":
             img = img.convert("RGB")
         if img.size != (size, size):

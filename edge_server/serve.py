@@ -65,7 +65,8 @@ def serve(settings: ServerSettings) -> None:
     print(
         f"edgeport: serving {svc.name!r} ({svc.bundle.format}/{svc.bundle.meta.get('precision')}, {svc.backend}, "
         f"{svc.pool_size} instances x {svc.threads} threads) on http://{settings.host}:{settings.port} "
-        f"- ready in {time.perf_counter() - t0:.2f} s",
+        f"- ready in {time.perf_counter() - t0:.2f} s\n"
+        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})",
         flush=True,
     )
     # Drop our reference: serve() lives as long as the server, and a local here would keep

@@ -15,20 +15,19 @@ from PIL import Image
 
 from .bundle import Bundle, load_bundle
 from .errors import ApiError, BundleError
-from .imageio import DEFAULT_MAX_PIXELS, decode_to_array
+from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_to_array
 from .pool import RuntimePool
 from .runtimes import RuntimeOptions, open_runtime
 
 
 @dataclass
 class ServiceOptions:
-    threads: int | None = None  # per instance; None: cores / pool size
+    threads: int | None = None  # per instance; None: every core, up to MAX_DEFAULT_THREADS
     pool_size: int | None = None  # None: 2 instances, or 1 on a single core
     max_pixels: int = DEFAULT_MAX_PIXELS
-    # JPEG DCT-domain downscaling (imageio.to_model_input): 2-3x cheaper decoding of large photos, but
-    # it changes pixels, and on the demo model it changed 3-6% of top-1 answers (tests/test_server_fast_decode.py),
-    # under the 99% agreement floor. So it is opt-in; the default decodes exactly as the trainer does.
-    fast_decode: bool = False
+    # "exact", "fast" (imageio.DECODE_MODES) or "auto": fast unless the bundle's own export check
+    # measured fast decoding below MIN_FAST_AGREEMENT on the model's verification images.
+    decode: str = "auto"
     onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     onnx_mem_arena: bool = True
     trt_cache_dir: str | None = None
@@ -37,8 +36,33 @@ class ServiceOptions:
     def resolved(self) -> tuple[int, int]:
         cores = os.cpu_count() or 1
         pool = self.pool_size or (1 if cores == 1 else 2)
-        threads = self.threads or max(1, cores // pool)
+        # Every instance may use every core: alone (light load) one request runs on all of them, and
+        # under load the OS shares them out. On 2 cores, 2 instances x 2 threads against 2 x 1 measured
+        # 0.92x the p50 at concurrency 1 and 0.97x the throughput at 8 (benchmarks/bench_server.py).
+        threads = self.threads or max(1, min(cores, MAX_DEFAULT_THREADS))
         return pool, threads
+
+
+MAX_DEFAULT_THREADS = 4  # past ~4 threads a batch-1 MobileNet gains little and a big host's cores are better left to others
+# The issue's floor for anything that changes pixels: top-1 agreement with exact decoding.
+MIN_FAST_AGREEMENT = 0.99
+
+
+def choose_decode(requested: str, meta: dict) -> tuple[str, str]:
+    """The decode mode to use and why (logged at start-up and shown by /v1/models/.../metadata)."""
+    if requested not in ("auto", *DECODE_MODES):
+        raise BundleError(f"Expected decode mode auto, {' or '.join(DECODE_MODES)}. Received: {requested!r}")
+    if requested != "auto":
+        return requested, "asked for"
+    check = (meta.get("verification") or {}).get("fast_decode") or {}
+    agreement = check.get("top1_agreement")
+    if agreement is None:
+        why = check.get("note", "the bundle records no check: a bare model file or an older export")
+        return "fast", f"auto: not checked on this model ({why}); fast is the default"
+    if agreement < MIN_FAST_AGREEMENT:
+        return "exact", (f"auto: fast decoding agreed with exact on {agreement:.1%} of {check.get('images')} of this model's "
+                         f"images, under the {MIN_FAST_AGREEMENT:.0%} floor")
+    return "fast", f"auto: fast decoding agreed with exact on {agreement:.1%} of {check.get('images')} of this model's images"
 
 
 def to_probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
@@ -75,6 +99,7 @@ class ModelService:
             bundle.meta["labels"] = [f"class_{i}" for i in range(self.n_classes)]
         if len(self.labels) != self.n_classes:
             raise BundleError(f"The model has {self.n_classes} classes but {len(self.labels)} labels were given")
+        self.decode_mode, self.decode_reason = choose_decode(self.options.decode, bundle.meta)
         self.ready = False
         self.loaded_at = time.time()
 
@@ -145,7 +170,7 @@ class ModelService:
         return (self.bundle.output or {}).get("name") or self.pool.first.output.name
 
     def decode(self, data: bytes, timings: dict | None = None) -> np.ndarray:
-        return decode_to_array(data, self.size, self.options.max_pixels, fast=self.options.fast_decode, timings=timings)
+        return decode_to_array(data, self.size, self.options.max_pixels, fast=self.decode_mode == "fast", timings=timings)
 
     def check_pixels(self, x: np.ndarray, where: str = "input") -> np.ndarray:
         """A client's pixel tensor -> (N, S, S, 3) in range 0-255, or a 400 naming what was expected."""
@@ -208,5 +233,6 @@ class ModelService:
             "name": self.name, "version": self.version, "format": m.get("format"), "precision": m.get("precision"),
             "labels": self.labels, "input": m.get("input"), "output": m.get("output"), "backend": self.backend,
             "pool_size": self.pool_size, "threads_per_instance": self.threads, "source": m.get("source"),
+            "decode": {"mode": self.decode_mode, "why": self.decode_reason},
             "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

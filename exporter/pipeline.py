@@ -130,15 +130,20 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     if calib_items:
         log(f"calibration: decoding {min(len(calib_items), cfg.calibration_size)} images")
         x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log)
-    x_ver, y_ver = calib.load_images(calib.spread(verify_items, cfg.verify_size, cfg.seed), size, log)
+    verify_items = calib.spread(verify_items, cfg.verify_size, cfg.seed)
+    x_ver, y_ver = calib.load_images(verify_items, size, log)
 
     workdir = Path(tempfile.mkdtemp(prefix="edgeport-export-"))
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
         converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
         log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs Keras")
-        figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads)
+        figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
+                                paths=[p for p, _ in verify_items])
         log(table([{"format": fmt, "precision": precision, "verification": figures}]))
+        fd = figures["fast_decode"]
+        log("fast decoding: " + (fd["note"] if fd["top1_agreement"] is None else
+            f"top-1 agreement with exact decoding {100 * fd['top1_agreement']:.1f}% on {fd['images']} images"))
         if not figures["dynamic_batch"]["ok"]:
             log(f"warning: {fmt_spec.runtime} did not run a batch of {figures['dynamic_batch']['batch']} like single images: "
                 f"{figures['dynamic_batch']}; serve one image per call")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_server.errors import ApiError
+from edge_server.imageio import decode_to_array, open_image, reduced_scale
 from edge_server.runtimes import RuntimeOptions, open_runtime
 from edge_server.service import to_probabilities
 
@@ -53,8 +55,32 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
     return float((probs[known].argmax(1) == y[known]).mean()) if known.any() else None
 
 
+def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
+    """Top-1 agreement of the exported model between exact and reduced-scale ("fast") JPEG decoding.
+
+    Counted only on the images fast decoding actually reduces (JPEGs at least twice the input size
+    on both sides). The server's `--decode auto` reads this: under 99% it decodes exactly.
+    """
+    same = n = 0
+    for p in paths:
+        data = Path(p).read_bytes()
+        try:
+            if reduced_scale(open_image(data), size) == 1:
+                continue
+            pair = np.stack([decode_to_array(data, size), decode_to_array(data, size, fast=True)])
+        except ApiError:  # load_images already skipped (and said) what does not decode
+            continue
+        probs = runtime_probabilities(rt, pair, activation)
+        n += 1
+        same += int(probs[0].argmax() == probs[1].argmax())
+    if not n:
+        return {"images": 0, "top1_agreement": None,
+                "note": f"no verification image is a JPEG of at least {2 * size}x{2 * size}: nothing decodes at reduced scale"}
+    return {"images": n, "top1_agreement": same / n}
+
+
 def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, activation: str, threads: int = 2,
-                  latency_runs: int = 30) -> dict:
+                  latency_runs: int = 30, paths: list | None = None) -> dict:
     ref = to_probabilities(model.predict(x.astype(np.float32), batch_size=32, verbose=0), activation)
     rt = open_runtime(fmt, path, RuntimeOptions(threads=threads))
     got = runtime_probabilities(rt, x, activation)
@@ -70,6 +96,7 @@ def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, act
         "dynamic_batch": batched,
         "threads": threads,
         "runtime": rt.backend,
+        "fast_decode": fast_decode_check(rt, paths or [], x.shape[1], activation),
     }
 
 

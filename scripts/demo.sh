@@ -14,7 +14,7 @@ echo "== 1/5 demo data"
 $E demo-data "$W/data" --classes 3 --per-class 1000 --size 64
 echo "== 2/5 train (MobileNetV2 x0.35, 64 px, from scratch: no ImageNet weights offline)"
 $E train "$W/data" --backbone mobilenet_v2 --alpha 0.35 --image-size 64 --weights none \
-   --epochs 12 --augment --out "$W/runs" --name shapes
+   --epochs 24 --augment --out "$W/runs" --name shapes
 echo "== 3/5 export (int8 TFLite, calibrated on the training images, verified against Keras)"
 $E export "$W/runs/shapes" --format tflite --precision int8 --out "$W/bundles/shapes.tflite-int8"
 echo "== 4/5 serve on 127.0.0.1:$PORT"

@@ -72,7 +72,7 @@ def test_device_profile_sets_onnx_providers(device, providers, arena):
 
     from edge_server.cli import _service_options
 
-    args = argparse.Namespace(threads=None, workers=None, max_pixels=1000, fast_decode=False)
+    args = argparse.Namespace(threads=None, workers=None, max_pixels=1000, decode="exact")
     opts = _service_options(args, load_profile(device))
     assert opts.onnx_providers == providers and opts.onnx_mem_arena is arena
     assert opts.threads == load_profile(device)["serve"]["threads"]
