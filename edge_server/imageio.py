@@ -69,8 +69,8 @@ def reduced_scale(img: Image.Image, size: int) -> int:
     """The factor "fast" decoding divides this image by (1 = decoded in full), as Image.draft chooses it."""
     if img.format != "JPEG":
         return 1
-    fits = min(img.size[0] // size, img.size[1] // size)
-    return next(s for s in (8, 4, 2, 1) if fits >= s)
+    fits = min(img.size[0] // size, img.size[1] // size)  # 0 for an image smaller than the model's input
+    return next((s for s in (8, 4, 2) if fits >= s), 1)
 
 
 def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dict | None = None) -> np.ndarray:

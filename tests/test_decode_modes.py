@@ -85,11 +85,12 @@ def test_fast_decoding_maps_the_same_frame():
         fast = decode_to_array(data, 64, fast=True).astype(int)
         assert fast.shape == (64, 64, 3)
         assert np.abs(exact - fast).mean() < 2.0, orientation
-    # Not a JPEG, or too small to reduce: fast is exact.
-    small = jpeg(img.resize((100, 100)))
+    # Not a JPEG, or too small to reduce (even smaller than the model's input): fast is exact.
+    small, tiny = jpeg(img.resize((100, 100))), jpeg(img.resize((20, 9)))
     png = io.BytesIO()
     img.save(png, "PNG")
-    for data in (small, png.getvalue()):
+    for data in (small, tiny, png.getvalue()):
+        assert reduced_scale(open_image(data), 64) == 1
         assert np.array_equal(decode_to_array(data, 64), decode_to_array(data, 64, fast=True))
 
 
