@@ -29,10 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device profile for defaults (see devices/profiles)")
     p.add_argument("--workers", type=int, help="model instances serving in parallel (default: from device or cores)")
     p.add_argument("--threads", type=int, help="threads per model instance (default: cores / workers)")
+    p.add_argument("--solo-threads", type=int,
+                   help="threads of one extra instance that serves a request arriving while no other runs "
+                        "(default: all cores up to 4, if more than --threads; 0: no such instance)")
     p.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body accepted")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest decoded image accepted")
-    p.add_argument("--http-threads", type=int, help="HTTP worker threads (default: workers * 2 + 2)")
+    p.add_argument("--http-threads", type=int, help="HTTP worker threads (default: workers + 2)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; default: CORS off)")
     p.add_argument("--decode", choices=["auto", "exact", "fast"], default="auto",
@@ -52,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def _first_set(*values):
+    """The first value that is not None (0 is a real setting here, so `or` will not do)."""
+    return next((v for v in values if v is not None), None)
+
+
 def _service_options(args, profile: dict | None):
     from .service import ServiceOptions
 
@@ -59,6 +67,7 @@ def _service_options(args, profile: dict | None):
     return ServiceOptions(
         threads=getattr(args, "threads", None) or serve_cfg.get("threads"),
         pool_size=getattr(args, "workers", None) or serve_cfg.get("workers"),
+        solo_threads=_first_set(getattr(args, "solo_threads", None), serve_cfg.get("solo_threads")),
         max_pixels=getattr(args, "max_pixels", 40_000_000),
         decode=getattr(args, "decode", "auto"),
         onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),

@@ -115,7 +115,8 @@ class ServerMetrics:
         self.in_flight = Gauge("edgeport_http_requests_in_flight", "Requests being handled now.")
         self.model_info = Gauge("edgeport_model_info", "The model being served (value is always 1).",
                                 ("name", "version", "format", "precision", "backend", "sha256"))
-        self.pool = Gauge("edgeport_model_instances", "Model instances in the pool, and threads per instance.", ("kind",))
+        self.pool = Gauge("edgeport_model_instances",
+                          "Model instances in the pool, threads per instance, and threads of the solo instance (0: none).", ("kind",))
         self.loaded = Gauge("edgeport_model_loaded_timestamp_seconds", "When the serving model finished loading (Unix time).")
         self.reloads = Counter("edgeport_model_reloads_total", "Model reloads by result.", ("result",))
         self.in_flight.set(value=0)
@@ -127,6 +128,7 @@ class ServerMetrics:
         self.model_info.set(svc.name, svc.version, m.get("format"), m.get("precision"), svc.backend, m.get("sha256", "")[:12], value=1)
         self.pool.set("instances", value=svc.pool_size)
         self.pool.set("threads_per_instance", value=svc.threads)
+        self.pool.set("solo_threads", value=svc.solo_threads)
         self.loaded.set(value=svc.loaded_at)
 
     def observe_stages(self, timings_ms: dict) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, load_bundle
-from .errors import ApiError, BundleError
+from .errors import ApiError, BundleError, EdgeError
 from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_to_array
 from .pool import RuntimePool
 from .runtimes import RuntimeOptions, open_runtime
@@ -22,8 +22,11 @@ from .runtimes import RuntimeOptions, open_runtime
 
 @dataclass
 class ServiceOptions:
-    threads: int | None = None  # per instance; None: every core, up to MAX_DEFAULT_THREADS
+    threads: int | None = None  # per pooled instance; None: cores / pool size
     pool_size: int | None = None  # None: 2 instances, or 1 on a single core
+    # The extra instance for a request that arrives alone (pool.py); None: every core, up to
+    # MAX_SOLO_THREADS, when that is more than `threads` and the model runs on the CPU; 0: none.
+    solo_threads: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     # "exact", "fast" (imageio.DECODE_MODES) or "auto": fast unless the bundle's own export check
     # measured fast decoding below MIN_FAST_AGREEMENT on the model's verification images.
@@ -33,17 +36,21 @@ class ServiceOptions:
     trt_cache_dir: str | None = None
     warmup_runs: int = 2
 
-    def resolved(self) -> tuple[int, int]:
+    def resolved(self) -> tuple[int, int, int]:
+        """(pool size, threads per pooled instance, threads of the solo instance or 0)."""
         cores = os.cpu_count() or 1
         pool = self.pool_size or (1 if cores == 1 else 2)
-        # Every instance may use every core: alone (light load) one request runs on all of them, and
-        # under load the OS shares them out. On 2 cores, 2 instances x 2 threads against 2 x 1 measured
-        # 0.92x the p50 at concurrency 1 and 0.97x the throughput at 8 (benchmarks/bench_server.py).
-        threads = self.threads or max(1, min(cores, MAX_DEFAULT_THREADS))
-        return pool, threads
+        threads = self.threads or max(1, cores // pool)
+        solo = self.solo_threads
+        if solo is not None and solo < 0:
+            raise EdgeError(f"Expected --solo-threads of 0 (none) or more. Received: {solo}")
+        if solo is None:
+            on_cpu = set(self.onnx_providers) <= {"CPUExecutionProvider"}  # a GPU session's speed is not its threads
+            solo = min(cores, MAX_SOLO_THREADS) if on_cpu and min(cores, MAX_SOLO_THREADS) > threads else 0
+        return pool, threads, solo
 
 
-MAX_DEFAULT_THREADS = 4  # past ~4 threads a batch-1 MobileNet gains little and a big host's cores are better left to others
+MAX_SOLO_THREADS = 4  # past ~4 threads a batch-1 MobileNet gains little, and a big host's cores are better left to others
 # The issue's floor for anything that changes pixels: top-1 agreement with exact decoding.
 MIN_FAST_AGREEMENT = 0.99
 
@@ -80,12 +87,16 @@ class ModelService:
     def __init__(self, bundle: Bundle, options: ServiceOptions | None = None):
         self.bundle = bundle
         self.options = options or ServiceOptions()
-        self.pool_size, self.threads = self.options.resolved()
-        ropts = RuntimeOptions(
-            threads=self.threads, onnx_providers=list(self.options.onnx_providers),
-            onnx_mem_arena=self.options.onnx_mem_arena, trt_cache_dir=self.options.trt_cache_dir,
-        )
-        self.pool = RuntimePool(lambda: open_runtime(bundle.format, bundle.model_path, ropts), self.pool_size)
+        self.pool_size, self.threads, self.solo_threads = self.options.resolved()
+
+        def opener(threads: int):
+            ropts = RuntimeOptions(
+                threads=threads, onnx_providers=list(self.options.onnx_providers),
+                onnx_mem_arena=self.options.onnx_mem_arena, trt_cache_dir=self.options.trt_cache_dir,
+            )
+            return lambda: open_runtime(bundle.format, bundle.model_path, ropts)
+
+        self.pool = RuntimePool(opener(self.threads), self.pool_size, opener(self.solo_threads) if self.solo_threads else None)
         rt = self.pool.first
         self.backend = rt.backend
         self._check_against_bundle(rt)
@@ -148,7 +159,7 @@ class ModelService:
             buf = io.BytesIO()
             Image.new("RGB", (self.size * 2, self.size * 2)).save(buf, fmt)
             self.decode(buf.getvalue())
-        for inst in self.pool.instances:
+        for inst in self.pool.all:
             for _ in range(self.options.warmup_runs):
                 inst.run(x)
         self.ready = True
@@ -200,6 +211,10 @@ class ModelService:
 
     def probabilities_for_images(self, images: list[bytes]) -> tuple[np.ndarray, dict]:
         """Encoded images -> (N, classes) probabilities and per-stage milliseconds (summed over images)."""
+        with self.pool.track():
+            return self._probabilities_for_images(images)
+
+    def _probabilities_for_images(self, images: list[bytes]) -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "preprocess": 0.0}
         if len(images) == 1:  # the common case: no stacking copy
@@ -219,7 +234,8 @@ class ModelService:
 
     def probabilities_for_pixels(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
-        probs = self.infer(x)
+        with self.pool.track():
+            probs = self.infer(x)
         ms = (time.perf_counter() - t0) * 1e3
         return probs, {"inference": ms, "total": ms}
 
@@ -232,7 +248,8 @@ class ModelService:
         return {
             "name": self.name, "version": self.version, "format": m.get("format"), "precision": m.get("precision"),
             "labels": self.labels, "input": m.get("input"), "output": m.get("output"), "backend": self.backend,
-            "pool_size": self.pool_size, "threads_per_instance": self.threads, "source": m.get("source"),
+            "pool_size": self.pool_size, "threads_per_instance": self.threads, "solo_threads": self.solo_threads,
+            "source": m.get("source"),
             "decode": {"mode": self.decode_mode, "why": self.decode_reason},
             "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

@@ -16,7 +16,7 @@ from exporter.pipeline import _defaults
     ("jetson-nano", ("onnx", "float16", 2)),
     ("raspberry-pi-4", ("tflite", "int8", 2)),
     ("raspberry-pi-5", ("tflite", "int8", 2)),
-    ("x86-64", ("tflite", "int8", 2)),
+    ("x86-64", ("tflite", "int8", 1)),
 ])
 def test_device_profile_gives_the_defaults(device, expected):
     assert _defaults(ExportConfig(source=".", device=device)) == expected
