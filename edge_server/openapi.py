@@ -89,7 +89,9 @@ def _schemas(svc) -> dict:
             "type": "object", "required": ["name", "version", "labels", "input", "output"],
             "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                            "labels": {"type": "array", "items": {"type": "string"}},
-                           "input": {"type": "object"}, "output": {"type": "object"}},
+                           "input": {"type": "object"}, "output": {"type": "object"},
+                           "decode": {"type": "object", "description": "How images are decoded (exact or fast) and why",
+                                      "properties": {"mode": {"type": "string", "enum": ["exact", "fast"]}, "why": {"type": "string"}}}},
         },
         "TFStatus": {
             "type": "object", "required": ["model_version_status"],

@@ -38,7 +38,7 @@ class ServiceOptions:
 
     def resolved(self) -> tuple[int, int, int]:
         """(pool size, threads per pooled instance, threads of the solo instance or 0)."""
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         pool = self.pool_size or (1 if cores == 1 else 2)
         threads = self.threads or max(1, cores // pool)
         solo = self.solo_threads
@@ -50,22 +50,30 @@ class ServiceOptions:
         return pool, threads, solo
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: a cpuset or taskset (a container, a capped service) counts, not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 MAX_SOLO_THREADS = 4  # past ~4 threads a batch-1 MobileNet gains little, and a big host's cores are better left to others
 # The issue's floor for anything that changes pixels: top-1 agreement with exact decoding.
 MIN_FAST_AGREEMENT = 0.99
 
 
 def choose_decode(requested: str, meta: dict) -> tuple[str, str]:
-    """The decode mode to use and why (logged at start-up and shown by /v1/models/.../metadata)."""
+    """The decode mode to use and why (printed at start-up, and in GET /model)."""
     if requested not in ("auto", *DECODE_MODES):
         raise BundleError(f"Expected decode mode auto, {' or '.join(DECODE_MODES)}. Received: {requested!r}")
     if requested != "auto":
-        return requested, "asked for"
+        return requested, "asked for with --decode"
     check = (meta.get("verification") or {}).get("fast_decode") or {}
     agreement = check.get("top1_agreement")
     if agreement is None:
-        why = check.get("note", "the bundle records no check: a bare model file or an older export")
-        return "fast", f"auto: not checked on this model ({why}); fast is the default"
+        why = check.get("note") or "the bundle records no check: a bare model file or an older export"
+        return "fast", f"auto, unchecked on this model: {why}"
     if agreement < MIN_FAST_AGREEMENT:
         return "exact", (f"auto: fast decoding agreed with exact on {agreement:.1%} of {check.get('images')} of this model's "
                          f"images, under the {MIN_FAST_AGREEMENT:.0%} floor")

@@ -82,7 +82,7 @@ def test_a_pool_busy_past_the_timeout_answers_503():
     (ServiceOptions(onnx_providers=("CUDAExecutionProvider", "CPUExecutionProvider")), (2, 1, 0)),
 ])
 def test_pool_defaults_on_two_cores(monkeypatch, options, expected):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("edge_server.service.usable_cores", lambda: 2)
     assert options.resolved() == expected
 
 
@@ -98,3 +98,11 @@ def test_a_request_still_decoding_counts_as_company():
             assert inst.kind == "pooled"
     with p.track(), p.acquire() as inst:
         assert inst.kind == "solo"
+
+
+def test_cores_are_the_ones_this_process_may_use():
+    import os
+
+    from edge_server.service import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0)) <= (os.cpu_count() or 1)
