@@ -60,8 +60,8 @@ UPRIGHT = {
 # How the server decodes. "exact" gives the trainer's pixels. "fast" lets libjpeg decode a JPEG at
 # 1/2, 1/4 or 1/8 scale in the DCT domain when the result is still at least the model's size, then
 # resizes the rest of the way with the same bilinear filter: decoding and resizing a 640x480 photo
-# for a 224 px model costs about half as much. Pixels move by ~0.9 levels on average; on the demo
-# model fewer than 1% of top-1 answers changed (tests/test_decode_modes.py); cost: benchmarks/bench_decode.py.
+# for a 224 px model costs 0.67x as much, a 1920x1080 one 0.50x (benchmarks/bench_decode.py). Pixels
+# move by 0.4-1 level on average; on the demo model none of 540 top-1 answers changed (tests/test_decode_modes.py).
 DECODE_MODES = ("exact", "fast")
 
 

@@ -8,10 +8,11 @@ Two kinds of instance, because the best thread count depends on the load:
   arrives when nothing else is running: it gets every core, so it finishes
   sooner. Under load it stays out of the way, because multi-threaded
   inference spends CPU on synchronising its threads, CPU that concurrent
-  requests need. On 2 cores (benchmarks/bench_server.py, int8 MobileNetV2
-  224): 2 threads cut a lone request's inference from 1.6 to 0.9 ms, while
-  two 2-thread instances under load cost 3.9 ms of CPU per request against
-  3.3 ms for two 1-thread instances.
+  requests need. Measured in process on 2 cores with int8 MobileNetV2 224
+  and a 640x480 JPEG: 2 threads cut a lone request's inference from 1.6 to
+  0.9 ms, while two requests at a time on two 2-thread instances cost 3.9 ms
+  of CPU each against 3.3 ms on two 1-thread instances (the latter is
+  benchmarks/bench_server.py's "2 side by side" row).
 """
 
 from __future__ import annotations

@@ -63,12 +63,12 @@ def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
     """
     same = n = 0
     for p in paths:
-        data = Path(p).read_bytes()
         try:
+            data = Path(p).read_bytes()
             if reduced_scale(open_image(data), size) == 1:
                 continue
             pair = np.stack([decode_to_array(data, size), decode_to_array(data, size, fast=True)])
-        except ApiError:  # load_images already skipped (and said) what does not decode
+        except (OSError, ApiError):  # load_images already skipped (and said) what does not read or decode
             continue
         probs = runtime_probabilities(rt, pair, activation)
         n += 1

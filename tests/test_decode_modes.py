@@ -130,3 +130,14 @@ def test_export_check_measures_only_images_fast_decoding_reduces(int8_bundle, la
     assert 10 <= reduced < 20  # the 4:3 crops of the 128 px images are too short to reduce
     assert check["images"] == reduced and check["top1_agreement"] >= MIN_FAST_AGREEMENT
     assert fast_decode_check(rt, [small], 64, "softmax")["top1_agreement"] is None
+
+
+def test_every_export_records_the_check_and_the_server_reads_it(int8_bundle):
+    import json
+
+    check = json.loads((int8_bundle / "bundle.json").read_text())["verification"]["fast_decode"]
+    # The fixture verifies on 64 px demo images for a 64 px model: nothing to reduce, so nothing measured.
+    assert check == {"images": 0, "top1_agreement": None, "note": check["note"]} and "128x128" in check["note"]
+    svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, threads=1, solo_threads=0))
+    assert svc.decode_mode == "fast" and "unchecked" in svc.decode_reason
+    assert svc.describe()["decode"] == {"mode": "fast", "why": svc.decode_reason}
