@@ -12,17 +12,20 @@ PORT="${PORT:-8765}"
 rm -rf "$W"
 echo "== 1/5 demo data"
 $E demo-data "$W/data" --classes 3 --per-class 1000 --size 64
+# Held-out "photos": another seed (never trained on) and larger than the model's input, as a
+# camera's are. The export verifies on them, and the server decodes them at reduced scale.
+$E demo-data "$W/photos" --classes 3 --per-class 100 --size 320 --seed 7
 echo "== 2/5 train (MobileNetV2 x0.35, 64 px, from scratch: no ImageNet weights offline)"
 $E train "$W/data" --backbone mobilenet_v2 --alpha 0.35 --image-size 64 --weights none \
    --epochs 24 --augment --out "$W/runs" --name shapes
-echo "== 3/5 export (int8 TFLite, calibrated on the training images, verified against Keras)"
-$E export "$W/runs/shapes" --format tflite --precision int8 --out "$W/bundles/shapes.tflite-int8"
+echo "== 3/5 export (int8 TFLite, calibrated on the training images, verified against Keras on the photos)"
+$E export "$W/runs/shapes" --format tflite --precision int8 --images "$W/photos" --out "$W/bundles/shapes.tflite-int8"
 echo "== 4/5 serve on 127.0.0.1:$PORT"
 $E serve "$W/bundles/shapes.tflite-int8" --port "$PORT" > "$W/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-# An image from the run's validation split: the model never trained on it.
-image=$(.venv/bin/python -c 'import json,sys; print(next(p for p, l in json.load(open(sys.argv[1]))["val"] if "/triangle/" in p))' "$W/runs/shapes/split.json")
+# A held-out photo: the model never trained on it.
+image=$(ls "$W"/photos/triangle/*.jpg | head -n 1)
 echo "== 5/5 POST $image to http://127.0.0.1:$PORT/predict"
 .venv/bin/python - "$PORT" "$image" <<'PY'
 import json, sys, time, urllib.request
