@@ -38,6 +38,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from serverproc import free_port, memory_kb, stop, wait_ready
@@ -360,6 +361,8 @@ def main(argv=None) -> int:
         rss = {t.name: rss_mb(t.proc.pid) for t in targets}
         sent = {t.name: t.sent for t in targets}
         ready_s = edge.ready_s
+        with urllib.request.urlopen(f"http://127.0.0.1:{edge.port}/model", timeout=10) as r:
+            decode = json.load(r)["decode"]  # what --decode auto chose for this bundle, and why
     finally:
         for t in targets:
             t.stop()
@@ -415,6 +418,8 @@ def main(argv=None) -> int:
     print(f"  errors: {errors}   (goal 0)")
     print(f"  edgeport RSS after {sent['edgeport']} requests: {rss['edgeport']:.0f} MB (goal <= 120 MB; the peer: {rss['peer']:.0f} MB)")
     print(f"  edgeport start to ready: {ready_s:.2f} s (process start, load, verify, warm-up, first health answer)")
+    print(f"  edgeport's default decoding for this bundle: {decode['mode']} ({decode['why']})")
+    figures["edgeport_decode"] = decode
     print(f"  load average after the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work skews wall-clock figures)")
     print(f"  total benchmark time: {time.perf_counter() - t0:.0f} s")
     (args.workdir / "results.json").write_text(json.dumps(figures, indent=2))
