@@ -25,7 +25,8 @@ $E serve "$W/bundles/shapes.tflite-int8" --port "$PORT" > "$W/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 # A held-out photo: the model never trained on it.
-image=$(ls "$W"/photos/triangle/*.jpg | head -n 1)
+photos=("$W"/photos/triangle/*.jpg)
+image=${photos[0]}
 echo "== 5/5 POST $image to http://127.0.0.1:$PORT/predict"
 .venv/bin/python - "$PORT" "$image" <<'PY'
 import json, sys, time, urllib.request
@@ -45,3 +46,4 @@ print(json.dumps(answer, indent=2))
 top = answer["predictions"][0]
 print(f"\nthe server says: {top['label']} ({top['score']:.1%}) for {image}")
 PY
+grep -m1 "^edgeport: decoding" "$W/server.log" || true  # which decoding --decode auto chose, and why
