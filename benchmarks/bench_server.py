@@ -185,6 +185,14 @@ def summarize(lat: list[float], errors: int, wall: float) -> dict:
     return {"n": len(lat), "errors": errors, "p50_ms": q(0.5), "p99_ms": q(0.99), "rps": len(lat) / wall if wall else 0.0}
 
 
+def time_calls(fn, n: int, out: list) -> None:
+    """Call fn n times, appending each call's wall time in seconds to `out` (list.append is thread-safe)."""
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+
+
 def in_process(model_path: Path, bundle: Path, jpeg: bytes, n: int) -> tuple[dict, dict, dict]:
     """(a): the naive decode + resize + invoke, and edgeport's ModelService single stream and two
     streams side by side (what concurrency alone costs, before any HTTP); no HTTP."""
@@ -206,20 +214,13 @@ def in_process(model_path: Path, bundle: Path, jpeg: bytes, n: int) -> tuple[dic
 
     svc = ModelService.from_path(bundle)
     svc.warmup()
-
-    def timed(fn, lat: list) -> None:
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            lat.append(time.perf_counter() - t)
-
     out = []
     for fn, streams in ((naive, 1), (lambda: svc.predict_bytes(jpeg, 1), 1), (lambda: svc.predict_bytes(jpeg, 1), 2)):
         for _ in range(5):
             fn()
         lat: list[float] = []
         t0, cpu0 = time.perf_counter(), time.process_time()
-        threads = [threading.Thread(target=timed, args=(fn, lat)) for _ in range(streams)]
+        threads = [threading.Thread(target=time_calls, args=(fn, n, lat)) for _ in range(streams)]
         for t in threads:
             t.start()
         for t in threads:
@@ -248,11 +249,8 @@ def stage_budget(model_path: Path, jpeg: bytes, n: int = 200) -> dict:
     def median_ms(fn) -> float:
         for _ in range(5):
             fn()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
+        times: list[float] = []
+        time_calls(fn, n, times)
         return float(np.median(times)) * 1e3
 
     return {"decode_exact": median_ms(lambda: decode_to_array(jpeg, SIZE)),
