@@ -97,7 +97,14 @@ def normalization_layers(spec: BackboneSpec, size: int):
 
 def build_base(spec: BackboneSpec, size: int, alpha: float | None, weights: str | None):
     """The convolutional base without its top. `weights`: "imagenet", None, or a file path."""
+    return build_base_with_info(spec, size, alpha, weights)[0]
+
+
+def build_base_with_info(spec: BackboneSpec, size: int, alpha: float | None, weights: str | None):
+    """(base, LoadedWeights): the base, and which checkpoint it got (the report says so)."""
     import keras
+
+    from .pretrained import LoadedWeights, load_imagenet
 
     spec.check_size(size)
     spec.check_alpha(alpha)
@@ -106,25 +113,25 @@ def build_base(spec: BackboneSpec, size: int, alpha: float | None, weights: str 
         kwargs["alpha"] = alpha
     ctor = getattr(keras.applications, spec.keras_name)
     if weights == "imagenet":
-        try:
-            return ctor(weights="imagenet", **kwargs)
-        except Exception as e:  # offline, or no pretrained file for this alpha/size
-            raise TrainerError(
-                f"Could not load ImageNet weights for {spec.name} ({type(e).__name__}: {e}). "
-                "Download them once on a machine with internet into ~/.keras/models/, "
-                "pass --weights PATH to a saved weights file, or train from scratch with --weights none. "
-                f"Received: weights='imagenet'"
-            ) from None
+        return load_imagenet(spec, ctor, size, kwargs)
     base = ctor(weights=None, **kwargs)
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise TrainerError(f"--weights must be 'imagenet', 'none' or an existing file. Received: weights={weights!r}")
-        try:
-            load_weights_into(base, path)
-        except Exception as e:
-            raise TrainerError(f"Could not load backbone weights from {path}: {e}. Received: weights={weights!r}") from None
-    return base
+    if not weights:
+        return base, LoadedWeights("none", None, None)
+    path = Path(weights)
+    if not path.is_file():
+        raise TrainerError(f"--weights must be 'imagenet', 'auto', 'none' or an existing file. Received: weights={weights!r}")
+    try:
+        load_weights_into(base, path)
+    except Exception as e:
+        raise TrainerError(f"Could not load backbone weights from {path}: {e}. Received: weights={weights!r}") from None
+    return base, LoadedWeights(str(path), path.name, None)
+
+
+def rebuild_at(spec: BackboneSpec, base, size: int, alpha: float | None):
+    """The same base (same weights) at another input size: convolution weights do not depend on it."""
+    copy = build_base(spec, size, alpha, None)
+    copy.set_weights(base.get_weights())
+    return copy
 
 
 def load_weights_into(base, path: Path) -> None:
@@ -159,3 +166,16 @@ def block_index(spec: BackboneSpec, layers) -> list[int]:
 
 def count_blocks(spec: BackboneSpec, layers) -> int:
     return max(block_index(spec, layers))
+
+
+def truncate(spec: BackboneSpec, base, block: int):
+    """The base cut after block `block` (its last layer in graph order): the design's
+    alternative for small, unlike data, whose late features are the most ImageNet-specific."""
+    import keras
+
+    total = count_blocks(spec, base.layers)
+    if not 1 <= block <= total:
+        raise TrainerError(f"--cut-block must be between 1 and {total} (the backbone's block count). Received: cut_block={block}")
+    blocks = block_index(spec, base.layers)
+    last = max(i for i, b in enumerate(blocks) if b == block)
+    return keras.Model(base.inputs, base.layers[last].output, name=base.name)
