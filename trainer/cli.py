@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | resnet50")
     p.add_argument("--alpha", type=float, help="width multiplier (MobileNets)")
     p.add_argument("--image-size", type=int, help="square input size in pixels (default: the backbone's)")
-    p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a weights or .keras file")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (from Keras' cache, or downloaded) | auto (imagenet when cached, else none) | none | PATH to a weights or .keras file")
     p.add_argument("--head", default="gap", choices=["fc", "gap", "svm"])
     p.add_argument("--similarity", default="auto", choices=["high", "low", "auto"])
     p.add_argument("--small-threshold", type=int, default=1000, help="datasets up to this many images count as small")
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unfreeze-blocks", type=int, help="strategy 2: how many top blocks train")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="force data augmentation on or off (default: the quadrant rule decides)")
+    p.add_argument("--class-weights", default="auto", choices=["auto", "balanced", "none"],
+                   help="auto: balanced class weights when the largest class has >= 1.5x the images of the smallest")
+    p.add_argument("--cut-block", type=int, help="cut the backbone after this block and train a head on its features")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--fine-tune-epochs", type=int, help="strategy 2, second phase (default: --epochs)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -66,7 +70,7 @@ def cmd_train(args) -> int:
         data_dir=args.data_dir, val_dir=args.val_dir, backbone=args.backbone, alpha=args.alpha,
         image_size=args.image_size, weights=args.weights, head=args.head, similarity=args.similarity,
         small_threshold=args.small_threshold, strategy=args.strategy, unfreeze_blocks=args.unfreeze_blocks,
-        augment=args.augment, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+        augment=args.augment, class_weights=args.class_weights, cut_block=args.cut_block, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
         batch_size=args.batch_size, patience=args.patience, out_dir=args.out, name=args.name,
         seed=args.seed, distribute=args.distribute,
     )

@@ -23,6 +23,8 @@ class TrainConfig:
     unfreeze_blocks: int | None = None
     augment: bool | None = None  # None: the quadrant rule decides
     augment_views: int = 4  # cached augmented views per image for strategy 3
+    class_weights: str = "auto"  # auto (balanced when imbalanced) | balanced | none
+    cut_block: int | None = None  # strategy 3 on an earlier block's features
     epochs: int = 10
     fine_tune_epochs: int | None = None  # strategy 2, phase 2; None: same as epochs
     batch_size: int = 32
@@ -49,6 +51,8 @@ class TrainConfig:
                 raise TrainerError(f"--{name.replace('_', '-')} must be at least 1. Received: {name}={getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TrainerError(f"val_fraction must be between 0 and 1. Received: val_fraction={self.val_fraction}")
+        if self.class_weights not in ("auto", "balanced", "none"):
+            raise TrainerError(f"--class-weights must be auto, balanced or none. Received: class_weights={self.class_weights!r}")
         if self.distribute not in (None, "mirrored", "multi_worker"):
             raise TrainerError(f"--distribute must be mirrored or multi_worker. Received: distribute={self.distribute!r}")
 

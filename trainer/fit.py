@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from .backbones import block_index, build_base, count_blocks, get_backbone
+from .backbones import block_index, build_base_with_info, count_blocks, get_backbone, truncate
 from .config import TrainConfig
 from .errors import TrainerError
-from .heads import HEADS, assemble, build_head, fit_linear_svm, loss_for, svm_head
+from .heads import HEADS, LINEAR_HEADS, assemble, build_head, fit_linear_svm, fit_logistic, loss_for, svm_head
 from .strategy import Decision, choose_strategy
 
 # Training from scratch: Keras' MobileNet batch-norm momentum (0.999) needs
@@ -128,6 +128,7 @@ class _Trainer:
         self.n_classes = n_classes
         self.history: dict[str, list] = {}
         self.phases: list[dict] = []
+        self.class_weight = balanced_class_weights(self.y_tr, n_classes) if decision.class_weights == "balanced" else None
 
     def _callbacks(self):
         import keras
@@ -144,20 +145,33 @@ class _Trainer:
             self.history.setdefault(k, []).extend(float(x) for x in v)
         self.phases.append({"phase": phase, "epochs": len(history.get("loss", [])), "learning_rate": lr, "seconds": round(seconds, 2)})
 
-    def _fit_images(self, phase: str, lr: float, epochs: int, augment: bool) -> None:
+    def _fit_images(self, phase: str, lr: float, epochs: int, augment: bool, guard: bool = False) -> None:
+        """Fit the whole model on images. `guard`: the model already has a fitted head, so a phase
+        that never beats the validation loss it started from is undone (early stopping alone
+        would keep its best epoch, which can still be worse than where it started)."""
         cfg = self.cfg
         train_ds = make_dataset(self.x_tr, self.y_tr, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.seed)
         val_ds = make_dataset(self.x_va, self.y_va, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
         self.log(f"[{phase}] fitting {layer_counts(self.model)['trainable_params']:,} trainable parameters, lr={lr:g}, up to {epochs} epochs")
         t = time.perf_counter()
+        start_loss = start_weights = None
         if cfg.distribute == "multi_worker":
             history = self._distributed_loop(train_ds, lr, epochs)
         else:
             self._compile(self.model, lr)
+            if guard:
+                start_weights = self.model.get_weights()
+                start_loss = float(self.model.evaluate(val_ds, verbose=0)[0])
             # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-            history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,
+            history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False, class_weight=self.class_weight,
                                      callbacks=self._callbacks(), verbose=_keras_verbose()).history
+        kept = True
+        if start_loss is not None and min(history.get("val_loss", [np.inf])) >= start_loss:
+            self.model.set_weights(start_weights)
+            kept = False
+            self.log(f"[{phase}] did not improve the validation loss ({start_loss:.4f}); kept the model from before it")
         self._record(phase, history, lr, time.perf_counter() - t)
+        self.phases[-1]["kept"] = kept
 
     def _distributed_loop(self, train_ds, lr: float, epochs: int) -> dict:
         """A plain tf.distribute training loop with early stopping on validation loss.
@@ -180,10 +194,13 @@ class _Trainer:
         dist_ds = strategy.experimental_distribute_dataset(train_ds.with_options(options))
         global_batch = self.cfg.batch_size
 
+        cw = tf.constant([self.class_weight[c] for c in range(self.n_classes)] if self.class_weight else [1.0] * self.n_classes, tf.float32)
+
         def replica_step(x, y):
+            weight = tf.gather(cw, tf.cast(y, tf.int32))
             y = tf.cast(tf.reshape(y, (-1, 1)), tf.float32) if binary else y
             with tf.GradientTape() as tape:
-                per_example = loss_fn(y, self.model(x, training=True))
+                per_example = loss_fn(y, self.model(x, training=True)) * weight
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             grads = tape.gradient(loss, self.model.trainable_variables)
             optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
@@ -217,18 +234,21 @@ class _Trainer:
         return history
 
     def strategy_1(self) -> None:
+        pretrained = self.decision.pretrained
+        if pretrained:  # linear probe, then fine-tune: a random head's gradients would wreck the pretrained features
+            self.strategy_3()
         set_trainable(self.base, self.spec, self.decision.total_blocks)
-        self._fit_images("full", self.decision.learning_rates["full"], self.cfg.epochs, self.decision.augment)
+        self._fit_images("full", self.decision.learning_rates["full"], self.cfg.epochs, self.decision.augment, guard=pretrained)
 
     def strategy_2(self) -> None:
-        set_trainable(self.base, self.spec, 0)
-        self._fit_images("head", self.decision.learning_rates["head"], self.cfg.epochs, self.decision.augment)
+        self.strategy_3()  # the head first, on the frozen base's cached features
         set_trainable(self.base, self.spec, self.decision.unfreeze_blocks)
         self._fit_images(
             f"fine-tune top {self.decision.unfreeze_blocks} blocks",
             self.decision.learning_rates["fine_tune"],
             self.cfg.fine_tune_epochs or self.cfg.epochs,
             self.decision.augment,
+            guard=True,
         )
 
     def cached_features(self):
@@ -256,8 +276,11 @@ class _Trainer:
             self._fit_images("head (uncached)", self.decision.learning_rates["head"], self.cfg.epochs, self.decision.augment)
             return
         f_tr, y_tr, f_va = self.cached_features()
-        if self.cfg.head == "svm":
+        if self.cfg.head == "svm" and self.decision.strategy == 3:
             return  # the SVM is fit on features in finish_head
+        if self.cfg.head in LINEAR_HEADS:
+            self.solve_linear_head(f_tr, y_tr, f_va)
+            return
         import tensorflow as tf
 
         lr = self.decision.learning_rates["head"]
@@ -269,9 +292,20 @@ class _Trainer:
                     .shuffle(len(f_tr), seed=self.cfg.seed).batch(self.cfg.batch_size).prefetch(2))
         val_ds = tf.data.Dataset.from_tensor_slices((f_va, self.y_va)).batch(256).cache()
         t = time.perf_counter()
-        hist = self.head.fit(train_ds, validation_data=val_ds, epochs=self.cfg.epochs, shuffle=False,
+        hist = self.head.fit(train_ds, validation_data=val_ds, epochs=self.cfg.epochs, shuffle=False, class_weight=self.class_weight,
                              callbacks=self._callbacks(), verbose=_keras_verbose())
         self._record("head (cached features)", hist.history, lr, time.perf_counter() - t)
+
+    def solve_linear_head(self, f_tr, y_tr, f_va) -> None:
+        """The one-Dense-layer head on frozen features: logistic regression, solved, then loaded."""
+        t = time.perf_counter()
+        W, b, C, cv = fit_logistic(f_tr, y_tr, self.n_classes, n_original=len(self.x_tr),
+                                   balanced=self.class_weight is not None, seed=self.cfg.seed, log=self.log)
+        self.head.get_layer("scores").set_weights([W, b])
+        probs = np.asarray(self.head(f_va, training=False))
+        pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(1)
+        self.phases.append({"phase": "head (logistic regression on cached features)", "seconds": round(time.perf_counter() - t, 2),
+                            "C": C, "cv_accuracy": round(cv, 4), "val_accuracy": round(float((pred == self.y_va).mean()), 4)})
 
     def finish_head(self):
         """For the SVM head: fit LinearSVC on the final features and fold it into a Dense layer."""
@@ -284,6 +318,12 @@ class _Trainer:
         model, self.features = assemble(self.spec, self.base, head, self.x_tr.shape[1])
         self.phases.append({"phase": "svm", "seconds": round(time.perf_counter() - t, 2), "C": C})
         return model, {"svm_C": C, "svm_cv_accuracy": cv}
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """n / (k * count_c): every class weighs the same in the loss, whatever its image count."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
 
 
 def predict_batches(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -390,22 +430,31 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
     if cfg.distribute:
         log(f"distribution: {cfg.distribute} ({type(dist).__name__}) with {dist.num_replicas_in_sync} replicas")
     keras.utils.set_random_seed(cfg.seed)
+    weights = resolve_weights(cfg, spec, size, log)
     with dist.scope():
         # The backbone before the pixels: a bad --weights fails in seconds, not after decoding.
-        base = build_base(spec, size, cfg.alpha, cfg.weights)
+        base, loaded = build_base_with_info(spec, size, cfg.alpha, weights)
+    if loaded.note:
+        log(f"note: {loaded.note}")
+    if cfg.cut_block:
+        base = truncate(spec, base, cfg.cut_block)
+        log(f"backbone cut after block {cfg.cut_block}: {base.output_shape[-1]} features")
     t = time.perf_counter()
     xs = (data_mod.load_pixels(split.train, size, log), data_mod.load_pixels(split.val, size, log))
     decode_seconds = time.perf_counter() - t
 
     with dist.scope():
-        pretrained = cfg.weights is not None
+        pretrained = weights is not None
         if not pretrained:
             for layer in base.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = SCRATCH_BN_MOMENTUM
-        similarity, score = _similarity(cfg, base, spec, xs[0][0], pretrained, log)
+        sim = _similarity(cfg, weights, loaded, base, spec, split.train, size, xs[0][0], log)
         decision = choose_strategy(
-            dataset_size=len(split.train), pretrained=pretrained, similarity=similarity, similarity_score=score,
+            dataset_size=len(split.train), pretrained=pretrained,
+            similarity=sim.label if sim else (cfg.similarity if pretrained else None),
+            similarity_score=sim.score if sim else None, similarity_threshold=sim.threshold if sim else None,
+            imbalance_ratio=split.imbalance_ratio(), class_weights=cfg.class_weights,
             total_blocks=count_blocks(spec, base.layers), small_threshold=cfg.small_threshold,
             strategy=cfg.strategy, unfreeze_blocks=cfg.unfreeze_blocks, augment=cfg.augment,
         )
@@ -437,7 +486,8 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
             "backbone": cfg.backbone,
             "alpha": cfg.alpha,
             "image_size": size,
-            "weights": cfg.weights or "none",
+            "weights": weights or "none",
+            "weights_checkpoint": {"file": loaded.checkpoint, "resolution": loaded.resolution, "note": loaded.note},
             "head": cfg.head,
             "dataset_size": len(split.train),
             "validation_size": len(split.val),
@@ -447,6 +497,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
             "skipped_files": split.skipped,
             "similarity": decision.similarity,
             "similarity_score": decision.similarity_score,
+            "similarity_detail": sim.to_dict() if sim else None,
             "quadrant": decision.quadrant,
             "strategy": decision.strategy,
             "decision": decision.to_dict(),
@@ -497,15 +548,40 @@ def _is_chief(kind: str | None) -> bool:
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
-def _similarity(cfg: TrainConfig, base, spec, x_train, pretrained: bool, log):
-    """(similarity, score): given, estimated from pretrained weights, or not applicable."""
-    if not pretrained:
+def resolve_weights(cfg: TrainConfig, spec, size: int, log) -> str | None:
+    """`--weights auto`: ImageNet when Keras' cache has it, else from scratch, said in one line."""
+    if cfg.weights != "auto":
+        return cfg.weights
+    from .pretrained import imagenet_available, keras_cache_dir
+
+    if imagenet_available(spec, size, cfg.alpha):
+        return "imagenet"
+    log(f"weights: no ImageNet checkpoint for {spec.name} alpha={cfg.alpha} in Keras' cache ({keras_cache_dir()}); "
+        "training from scratch")
+    return None
+
+
+def _similarity(cfg: TrainConfig, weights, loaded, base, spec, train_items, size: int, x_train, log):
+    """The SimilarityResult when it is estimated; None when given or not applicable.
+
+    The probe runs at the resolution the checkpoint's batch-norm statistics were gathered at
+    (the score moves with resolution: README), decoding a sample of the training files at that
+    size; for weights of unknown origin, at the training size.
+    """
+    if weights is None:
         if cfg.similarity != "auto":
             log(f"note: --similarity {cfg.similarity} has no effect without pretrained weights")
-        return None, None
+        return None
     if cfg.similarity != "auto":
-        return cfg.similarity, None
-    from .similarity import estimate_similarity
+        return None
+    from .similarity import MAX_IMAGES, calibration_for, estimate_similarity
 
-    result = estimate_similarity(base, spec, x_train, log=log)
-    return result.label, result.score
+    probe_size = loaded.resolution or size
+    x = x_train
+    if probe_size != size:
+        rng = np.random.default_rng(cfg.seed)
+        sample = [train_items[i] for i in rng.permutation(len(train_items))[:MAX_IMAGES]]
+        x, _ = data_mod.load_pixels(sample, probe_size)
+    threshold, calibrated, calibration = calibration_for(spec.name, cfg.alpha, weights)
+    return estimate_similarity(base, spec, x, threshold=threshold, calibrated=calibrated, calibration=calibration,
+                               alpha=cfg.alpha, seed=cfg.seed, log=log)
