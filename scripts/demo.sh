@@ -15,8 +15,10 @@ $E demo-data "$W/data" --classes 3 --per-class 1000 --size 64
 # Held-out "photos": another seed (never trained on) and larger than the model's input, as a
 # camera's are. The export verifies on them, and the server decodes them at reduced scale.
 $E demo-data "$W/photos" --classes 3 --per-class 100 --size 320 --seed 7
-echo "== 2/5 train (MobileNetV2 x0.35, 64 px, from scratch: no ImageNet weights offline)"
-$E train "$W/data" --backbone mobilenet_v2 --alpha 0.35 --image-size 64 --weights none \
+# --weights auto: ImageNet weights when Keras' cache ($KERAS_HOME/models, default ~/.keras/models) has
+# them, and then the quadrant rule decides how to fine-tune and says why; else one line, from scratch.
+echo "== 2/5 train (MobileNetV2 x0.35, 64 px; ImageNet weights if Keras' cache has them, else from scratch)"
+$E train "$W/data" --backbone mobilenet_v2 --alpha 0.35 --image-size 64 --weights auto \
    --epochs 24 --augment --out "$W/runs" --name shapes
 echo "== 3/5 export (int8 TFLite, calibrated on the training images, verified against Keras on the photos)"
 $E export "$W/runs/shapes" --format tflite --precision int8 --images "$W/photos" --out "$W/bundles/shapes.tflite-int8"

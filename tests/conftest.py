@@ -20,6 +20,37 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Real data beside the checkout (../shared): ImageNet weights for MobileNetV2 0.35 and labelled image
+# sets. Read from there, never copied into the repository; tests that need them skip where absent.
+SHARED = Path(os.environ.get("EDGEPORT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_0.35_224_no_top.tm.h5"
+SHARED_DATASETS = SHARED / "datasets"
+# Keras' own file name for that checkpoint: with it in $KERAS_HOME/models, weights="imagenet"
+# loads it through Keras' real loading code, offline.
+KERAS_IMAGENET_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+
+
+def _seed_keras_home() -> Path:
+    """A temporary KERAS_HOME for the whole session (and its subprocesses), seeded with the shared
+    checkpoint when there is one. Set before anything imports Keras, which reads it at import."""
+    import atexit
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="edgeport-keras-home-"))
+    atexit.register(shutil.rmtree, home, True)
+    (home / "models").mkdir()
+    if SHARED_WEIGHTS.is_file():
+        shutil.copyfile(SHARED_WEIGHTS, home / "models" / KERAS_IMAGENET_NAME)
+    os.environ["KERAS_HOME"] = str(home)
+    return home
+
+
+KERAS_HOME = _seed_keras_home()
+HAVE_IMAGENET = (KERAS_HOME / "models" / KERAS_IMAGENET_NAME).is_file()
+needs_imagenet = pytest.mark.skipif(not HAVE_IMAGENET, reason=f"no ImageNet weights at {SHARED_WEIGHTS}")
+needs_datasets = pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason=f"no shared datasets at {SHARED_DATASETS}")
+
 # The demo recipe the tests train (the same as scripts/demo.sh): ~2 minutes on 2 cores, and
 # long enough that a from-scratch MobileNetV2 learns the shapes to ~99% (at 12 epochs it reached
 # 85-94% and its borderline answers flipped under +-1 level of pixel noise: tests/test_decode_modes.py).

@@ -16,7 +16,7 @@ def decide(**kw):
 
 @pytest.mark.parametrize(
     "size, similarity, quadrant, strategy, augment",
-    [(5000, "low", 1, 1, False), (5000, "high", 2, 2, False), (500, "low", 3, 2, True), (500, "high", 4, 3, False)],
+    [(5000, "low", 1, 1, False), (5000, "high", 2, 2, False), (500, "low", 3, 2, True), (500, "high", 4, 3, True)],
 )
 def test_quadrants(size, similarity, quadrant, strategy, augment):
     d = decide(dataset_size=size, similarity=similarity)
@@ -68,3 +68,16 @@ def test_overrides_win_and_are_recorded():
 def test_bad_overrides_are_one_line_errors(kw, match):
     with pytest.raises(TrainerError, match=match):
         decide(**kw)
+
+
+@pytest.mark.parametrize("ratio, setting, expected", [(1.0, "auto", "none"), (1.4, "auto", "none"), (3.8, "auto", "balanced"),
+                                                      (3.8, "none", "none"), (1.0, "balanced", "balanced")])
+def test_class_weights_follow_the_imbalance_and_the_decision_says_so(ratio, setting, expected):
+    d = decide(imbalance_ratio=ratio, class_weights=setting)
+    assert d.class_weights == expected
+    assert any("class weights" in r for r in d.reasons) == (expected == "balanced")
+
+
+def test_similarity_threshold_is_in_the_reasons():
+    d = decide(similarity_score=0.912, similarity_threshold=0.7)
+    assert any("score 0.912, threshold 0.7" in r for r in d.reasons)

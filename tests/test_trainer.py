@@ -117,9 +117,11 @@ def test_strategy_2_trains_in_two_phases(small_demo_dir, pretrained_backbone, tm
                       epochs=1, fine_tune_epochs=1, out_dir=tmp_path, name="s2")
     report = train(cfg, **QUIET).report
     phases = [p["phase"] for p in report["phases"]]
-    assert phases == ["head", "fine-tune top 2 blocks"]
-    lrs = [p["learning_rate"] for p in report["phases"]]
-    assert lrs[1] < lrs[0]
+    # The head is solved on the frozen base's cached features, then the top blocks fine-tune.
+    assert phases == ["feature extraction", "head (logistic regression on cached features)", "fine-tune top 2 blocks"]
+    from trainer.strategy import LR_HEAD
+
+    assert report["phases"][-1]["learning_rate"] < LR_HEAD
     assert any("--strategy" in r for r in report["decision"]["reasons"])
 
 
