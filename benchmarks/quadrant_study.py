@@ -64,8 +64,8 @@ class Dataset:
 
 DATASETS = (
     Dataset("tuxpaint_objects", (10, 25, 0), 15),
-    Dataset("opencv_digits", (20, 100, 250), 50),
-    Dataset("font_digits", (20, 100, 250), 40),
+    Dataset("opencv_digits", (20, 150), 50),  # 150/class = 1,500 images: large; 20/class = 200: small
+    Dataset("font_digits", (20, 150), 40),
 )
 QUICK = (Dataset("tuxpaint_objects", (10,), 5),)
 STRATEGIES = ("1", "2", "3", "3-cut")

@@ -436,6 +436,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         base, loaded = build_base_with_info(spec, size, cfg.alpha, weights)
     if loaded.note:
         log(f"note: {loaded.note}")
+    full_base = base  # the similarity probe reads every batch-norm layer's statistics, cut or not
     if cfg.cut_block:
         base = truncate(spec, base, cfg.cut_block)
         log(f"backbone cut after block {cfg.cut_block}: {base.output_shape[-1]} features")
@@ -449,7 +450,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
             for layer in base.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = SCRATCH_BN_MOMENTUM
-        sim = _similarity(cfg, weights, loaded, base, spec, split.train, size, xs[0][0], log)
+        sim = _similarity(cfg, weights, loaded, full_base, spec, split.train, size, xs[0][0], log)
         decision = choose_strategy(
             dataset_size=len(split.train), pretrained=pretrained,
             similarity=sim.label if sim else (cfg.similarity if pretrained else None),
