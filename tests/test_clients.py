@@ -240,3 +240,21 @@ def test_tritonclient_classification_extension(triton, heldout_dir, server):
         best = [(v.decode() if isinstance(v, bytes) else v).split(":") for v in top[:, 0]]
         assert [label for _, _, label in best] == list(labels[expected]), binary_out
         assert [int(i) for _, i, _ in best] == list(expected) and all(0 <= float(s) <= 1 for s, _, _ in best)
+
+
+# --------------------------------------------------------------------------- kserve
+
+def test_kserve_rest_client_v1_and_v2(server, heldout_dir):
+    """kserve's InferenceRESTClient, v1 (is_model_ready, predict) and v2 (health, infer with JSON and
+    binary inputs and outputs). kserve is not in [dev]: it would replace the protobuf 7 that TensorFlow,
+    ONNX and LiteRT use in .venv with protobuf 6, so it runs from a Python of its own."""
+    import os
+    from pathlib import Path
+
+    python = os.environ.get("EDGEPORT_KSERVE_PYTHON")
+    if not python:
+        pytest.skip("kserve needs its own venv (it downgrades protobuf): set EDGEPORT_KSERVE_PYTHON to a python with "
+                    "`pip install kserve`; tests/test_server_tfserving.py checks the exchange its v1 client makes")
+    script = Path(__file__).with_name("kserve_client_check.py")
+    r = subprocess.run([python, str(script), server.url, str(heldout_dir)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
