@@ -68,7 +68,8 @@ def test_the_file_chooser_works_from_the_keyboard_and_errors_leave_nothing_stale
             assert ring[0] != "none" and ring[1] != "0px", ring
             page.screenshot(path=str(tmp_path / "focused.png"))
             for key in ("Enter", " "):  # both open the chooser
-                with page.expect_file_chooser(timeout=5000) as fc:
+                sync_api.expect(chooser).to_be_focused()
+                with page.expect_file_chooser(timeout=15000) as fc:
                     page.keyboard.press(key)
                 if key == "Enter":
                     fc.value.set_files(str(image))
