@@ -242,7 +242,8 @@ def openapi_document(svc) -> dict:
     both("/v1/models/{{name}}{v}:predict", "post", "tfserving_predict", lambda i, p: op(
         i, "TensorFlow Serving: predict (row or columnar format; the body is read as JSON whatever its Content-Type)",
         _json(_ref("TFPredictResponse"), "Class probabilities in label order, one list per instance."),
-        400, 404, 413, params=p, body=json_body(_ref("TFPredictRequest"))))
+        400, 404, 413, 415, params=p, body=json_body(_ref("TFPredictRequest")),
+        e415="A b64 value that is not a JPEG, PNG, WebP or BMP image (any Content-Type is read as JSON)."))
 
     paths["/v2/health/live"] = {"get": op("v2_server_live", "Open Inference Protocol: server live", _json(
         {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, "Live."), public=True)}
