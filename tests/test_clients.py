@@ -14,8 +14,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import io
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,17 +246,15 @@ def test_tritonclient_classification_extension(triton, heldout_dir, server):
 
 # --------------------------------------------------------------------------- kserve
 
+# Checked before any fixture: a skip must not first train the test model.
+@pytest.mark.skipif(not os.environ.get("EDGEPORT_KSERVE_PYTHON"),
+                    reason="kserve needs its own venv (it downgrades protobuf): set EDGEPORT_KSERVE_PYTHON to a python with "
+                           "`pip install kserve`; tests/test_server_tfserving.py checks the exchange its v1 client makes")
 def test_kserve_rest_client_v1_and_v2(server, heldout_dir):
     """kserve's InferenceRESTClient, v1 (is_model_ready, predict) and v2 (health, infer with JSON and
     binary inputs and outputs). kserve is not in [dev]: it would replace the protobuf 7 that TensorFlow,
     ONNX and LiteRT use in .venv with protobuf 6, so it runs from a Python of its own."""
-    import os
-    from pathlib import Path
-
-    python = os.environ.get("EDGEPORT_KSERVE_PYTHON")
-    if not python:
-        pytest.skip("kserve needs its own venv (it downgrades protobuf): set EDGEPORT_KSERVE_PYTHON to a python with "
-                    "`pip install kserve`; tests/test_server_tfserving.py checks the exchange its v1 client makes")
     script = Path(__file__).with_name("kserve_client_check.py")
-    r = subprocess.run([python, str(script), server.url, str(heldout_dir)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([os.environ["EDGEPORT_KSERVE_PYTHON"], str(script), server.url, str(heldout_dir)],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
