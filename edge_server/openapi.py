@@ -61,9 +61,12 @@ def _schemas(svc) -> dict:
                 "unknown_rank": {"type": "boolean"}}},
         },
     }
+    # A v2 tensor's data: numbers (flat, or nested by the shape) or base64 strings.
+    tensor_element = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "array", "items": {}}]}
     b64 = {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string", "contentEncoding": "base64"}}}
     # An instance: a b64 image, an (S, S, 3) pixel array, or either under a single input name.
-    pixels = {"type": "array", "description": f"{n}x{n}x3 RGB pixel values 0-255", "items": {}}
+    pixels = {"type": "array", "description": f"{n}x{n}x3 RGB pixel values 0-255",
+              "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}
     instance = {"oneOf": [b64, pixels, {"type": "object", "minProperties": 1, "maxProperties": 1,
                                          "not": {"required": ["b64"]}, "additionalProperties": {"oneOf": [b64, pixels]}}]}
     return {
@@ -94,8 +97,9 @@ def _schemas(svc) -> dict:
                                       "properties": {"mode": {"type": "string", "enum": ["exact", "fast"]}, "why": {"type": "string"}}}},
         },
         "TFStatus": {
-            "type": "object", "required": ["model_version_status"],
-            "properties": {"model_version_status": {"type": "array", "items": {
+            "type": "object", "required": ["name", "ready", "model_version_status"],
+            "description": "TF Serving's model_version_status, with KServe v1's name and ready beside it.",
+            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}, "model_version_status": {"type": "array", "items": {
                 "type": "object", "required": ["version", "state", "status"],
                 "properties": {"version": {"type": "string"}, "state": {"type": "string", "enum": ["AVAILABLE", "LOADING"]},
                                "status": {"type": "object"}}}}},
@@ -142,7 +146,8 @@ def _schemas(svc) -> dict:
             "type": "object", "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
-                "parameters": {"type": "object"},
+                "parameters": {"type": "object", "properties": {"binary_data_output": {
+                    "type": "boolean", "description": "Binary tensor data extension: every output as raw bytes after the JSON."}}},
                 "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
                     "type": "object", "required": ["name", "shape", "datatype"],
                     "properties": {
@@ -150,13 +155,17 @@ def _schemas(svc) -> dict:
                         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                         "datatype": {"type": "string", "enum": ["UINT8", "FP32", "BYTES"]},
                         "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
-                        "data": {"type": "array", "description": f"UINT8/FP32: pixel values 0-255 for shape [N, {n}, {n}, 3] "
-                                                                  "(flat or nested); BYTES: base64-encoded images"},
+                        "data": {"type": "array", "items": tensor_element,
+                                 "description": f"UINT8/FP32: pixel values 0-255 for shape [N, {n}, {n}, 3] "
+                                                "(flat or nested); BYTES: base64-encoded images"},
                     }}},
                 "outputs": {"type": "array", "items": {
                     "type": "object", "required": ["name"],
                     "properties": {"name": {"type": "string", "enum": [svc.output_name]},
-                                   "parameters": {"type": "object", "properties": {"classification": {"type": "integer", "minimum": 1}}}}}},
+                                   "parameters": {"type": "object", "properties": {
+                                       "classification": {"type": "integer", "minimum": 1},
+                                       "binary_data": {"type": "boolean", "description": "Binary tensor data extension: "
+                                                       "this output as raw bytes after the JSON (overrides binary_data_output)."}}}}}},
             },
         },
         "V2InferResponse": {
@@ -165,9 +174,11 @@ def _schemas(svc) -> dict:
                 "model_name": {"type": "string"}, "model_version": {"type": "string"},
                 "id": {"type": "string"},
                 "outputs": {"type": "array", "items": {
-                    "type": "object", "required": ["name", "shape", "datatype", "data"],
+                    "type": "object", "required": ["name", "shape", "datatype"],
+                    "description": "`data` in JSON, or `parameters.binary_data_size` bytes after the JSON header.",
                     "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
                                    "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
+                                   "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
                                    "data": {"type": "array", "items": {"type": ["number", "string"]}}}}},
             },
         },
@@ -189,8 +200,9 @@ def openapi_document(svc) -> dict:
              "schema": {"type": "integer", "minimum": 1, "default": 5}}
     formats = ", ".join(sorted(ALLOWED_FORMATS))
 
-    def op(summary: str, ok: dict, *errors: int, params=(), body=None, public=False, **reasons) -> dict:
-        o = {"summary": summary, "responses": {"200": ok, **_errors(*errors, **reasons)}}
+    def op(op_id: str, summary: str, ok: dict, *errors: int, params=(), body=None, public=False, **reasons) -> dict:
+        # operationId: what a generated client names the function (else `get`, `post_v1_models_namepredict`)
+        o = {"operationId": op_id, "summary": summary, "responses": {"200": ok, **_errors(*errors, **reasons)}}
         if params:
             o["parameters"] = list(params)
         if body:
@@ -208,10 +220,10 @@ def openapi_document(svc) -> dict:
     versioned = [name_param, version_param]
     paths: dict[str, dict] = {}
 
-    def both(path: str, method: str, make) -> None:
+    def both(path: str, method: str, op_id: str, make) -> None:
         """The route with and without /versions/{version}, as the server registers both."""
-        paths.setdefault(path.format(v=""), {})[method] = make(model_params)
-        paths.setdefault(path.format(v="/versions/{version}"), {})[method] = make(versioned)
+        paths.setdefault(path.format(v=""), {})[method] = make(op_id, model_params)
+        paths.setdefault(path.format(v="/versions/{version}"), {})[method] = make(op_id + "_version", versioned)
 
     image_body = {
         "required": True,
@@ -220,58 +232,67 @@ def openapi_document(svc) -> dict:
                     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}}},
     }
     paths["/predict"] = {"post": op(
-        "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415,
+        "predict", "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415,
         params=[top_k], body=image_body, e413="The body or the image's pixel count is over the server's limit.")}
 
-    both("/v1/models/{{name}}{v}", "get", lambda p: op(
-        "TensorFlow Serving: model status", _json(_ref("TFStatus"), "The model's version status."), 404, params=p))
-    both("/v1/models/{{name}}{v}/metadata", "get", lambda p: op(
-        "TensorFlow Serving: signature metadata", _json(_ref("TFMetadata"), "The serving_default signature."), 404, params=p))
-    both("/v1/models/{{name}}{v}:predict", "post", lambda p: op(
-        "TensorFlow Serving: predict (row or columnar format)",
+    both("/v1/models/{{name}}{v}", "get", "tfserving_model_status", lambda i, p: op(
+        i, "TensorFlow Serving: model status", _json(_ref("TFStatus"), "The model's version status."), 404, params=p))
+    both("/v1/models/{{name}}{v}/metadata", "get", "tfserving_model_metadata", lambda i, p: op(
+        i, "TensorFlow Serving: signature metadata", _json(_ref("TFMetadata"), "The serving_default signature."), 404, params=p))
+    both("/v1/models/{{name}}{v}:predict", "post", "tfserving_predict", lambda i, p: op(
+        i, "TensorFlow Serving: predict (row or columnar format; the body is read as JSON whatever its Content-Type)",
         _json(_ref("TFPredictResponse"), "Class probabilities in label order, one list per instance."),
-        400, 404, 413, 415, params=p, body=json_body(_ref("TFPredictRequest"))))
+        400, 404, 413, 415, params=p, body=json_body(_ref("TFPredictRequest")),
+        e415="A b64 value that is not a JPEG, PNG, WebP or BMP image (any Content-Type is read as JSON)."))
 
-    paths["/v2/health/live"] = {"get": op("Open Inference Protocol: server live", _json(
+    paths["/v2/health/live"] = {"get": op("v2_server_live", "Open Inference Protocol: server live", _json(
         {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, "Live."), public=True)}
     ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
-    paths["/v2/health/ready"] = {"get": op("Open Inference Protocol: server ready", _json(ready, "Ready."), 400, public=True,
+    paths["/v2/health/ready"] = {"get": op("v2_server_ready", "Open Inference Protocol: server ready", _json(ready, "Ready."), 400, public=True,
                                            e400="Not ready yet (the body says ready: false).")}
     paths["/v2/health/ready"]["get"]["responses"]["400"] = _json(ready, "Not ready yet.")
-    paths["/v2"] = {"get": op("Open Inference Protocol: server metadata", _json(_ref("V2ServerMetadata"), "Server metadata."))}
-    both("/v2/models/{{name}}{v}", "get", lambda p: op(
-        "Open Inference Protocol: model metadata", _json(_ref("V2ModelMetadata"), "Model metadata."), 404, params=p))
+    paths["/v2"] = {"get": op("v2_server_metadata", "Open Inference Protocol: server metadata", _json(_ref("V2ServerMetadata"), "Server metadata."))}
+    both("/v2/models/{{name}}{v}", "get", "v2_model_metadata", lambda i, p: op(
+        i, "Open Inference Protocol: model metadata", _json(_ref("V2ModelMetadata"), "Model metadata."), 404, params=p))
 
-    def ready_op(p):
-        o = op("Open Inference Protocol: model ready", _json(_ref("V2Ready"), "Ready."), 404, params=p)
+    def ready_op(op_id, p):
+        o = op(op_id, "Open Inference Protocol: model ready", _json(_ref("V2Ready"), "Ready."), 404, params=p)
         o["responses"]["400"] = _json(_ref("V2Ready"), "Not ready yet (ready: false).")
         return o
 
-    both("/v2/models/{{name}}{v}/ready", "get", ready_op)
+    both("/v2/models/{{name}}{v}/ready", "get", "v2_model_ready", ready_op)
 
-    def infer_op(p):
+    binary_note = ("Binary tensor data extension: a JSON header of Inference-Header-Content-Length bytes, "
+                   "then the tensor bytes (little-endian; a BYTES element is a 4-byte length, then its bytes).")
+
+    def infer_op(op_id, p):
         body = json_body(_ref("V2InferRequest"))
-        body["content"]["application/octet-stream"] = {
-            "schema": BINARY,
-            "description": "Binary tensor data extension: a JSON header of Inference-Header-Content-Length bytes, then the tensor bytes."}
+        # A Media Type object has no description in OpenAPI 3.1: the note goes on the request body.
+        body["description"] = "A JSON inference request. " + binary_note
+        body["content"]["application/octet-stream"] = {"schema": BINARY}
         header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
                   "description": "Binary tensor data extension: the length of the JSON header at the start of the body.",
                   "schema": {"type": "integer", "minimum": 1}}
-        return op("Open Inference Protocol: infer", _json(_ref("V2InferResponse"), "Probabilities, or classification strings."),
-                  400, 404, 413, 415, params=[*p, header], body=body)
+        ok = _json(_ref("V2InferResponse"), "Probabilities, or classification strings; as JSON, or, when the request "
+                                             "asked for binary outputs, " + binary_note)
+        ok["content"]["application/octet-stream"] = {"schema": BINARY}
+        ok["headers"] = {"Inference-Header-Content-Length": {
+            "description": "With binary outputs: the length of the JSON header at the start of the body.",
+            "schema": {"type": "integer", "minimum": 1}}}
+        return op(op_id, "Open Inference Protocol: infer", ok, 400, 404, 413, 415, params=[*p, header], body=body)
 
-    both("/v2/models/{{name}}{v}/infer", "post", infer_op)
+    both("/v2/models/{{name}}{v}/infer", "post", "v2_infer", infer_op)
 
-    paths["/metrics"] = {"get": op("Prometheus metrics", {"description": "Prometheus text exposition format 0.0.4.",
+    paths["/metrics"] = {"get": op("metrics", "Prometheus metrics", {"description": "Prometheus text exposition format 0.0.4.",
                                                           "content": {"text/plain": {"schema": {"type": "string"}}}})}
-    paths["/"] = {"get": op("A page to try the model in a browser", {"description": "The page.",
+    paths["/"] = {"get": op("page", "A page to try the model in a browser", {"description": "The page.",
                                                                       "content": {"text/html": {"schema": {"type": "string"}}}}, public=True)}
-    paths["/favicon.ico"] = {"get": op("No icon", {"description": "Nothing."}, public=True)}
+    paths["/favicon.ico"] = {"get": op("favicon", "No icon", {"description": "Nothing."}, public=True)}
     paths["/favicon.ico"]["get"]["responses"] = {"204": {"description": "No content."}}
-    paths["/model"] = {"get": op("The served model's bundle details", _json(_ref("ModelDescription"), "Name, version, labels, input and output."))}
-    paths["/openapi.json"] = {"get": op("This document", _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1."))}
+    paths["/model"] = {"get": op("model_details", "The served model's bundle details", _json(_ref("ModelDescription"), "Name, version, labels, input and output."))}
+    paths["/openapi.json"] = {"get": op("openapi", "This document", _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1."))}
     paths["/admin/reload"] = {"post": op(
-        "Reload the bundle (or load another) without dropping requests", _json(_ref("ReloadResponse"), "Swapped."),
+        "admin_reload", "Reload the bundle (or load another) without dropping requests", _json(_ref("ReloadResponse"), "Swapped."),
         400, 404, 413, 422, body=json_body(_ref("ReloadRequest"), required=False),
         e404="Admin endpoints are off: the server was started without an API key.",
         e422="The new bundle failed to load or verify; the old one keeps serving.")}

@@ -3,8 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh train,edge,dev
-# The page test drives Debian's chromium. Install it when missing and we can (root + apt-get);
-# failing that, that one test skips with the reason.
+# Host tools: the suite needs only bash and Python. The one optional tool it uses is Debian's
+# chromium (tests/test_server_page.py, driven by playwright from the [dev] extra): installed here
+# when missing and we can (root + apt-get); failing that, the page tests skip with the reason.
+# No test needs rsync, scp/ssh, qemu, cgroups, systemd or promtool: `deploy --target` is tested
+# with the commands faked and both the rsync and the scp branch forced; qemu (scripts/arm64_proof.sh)
+# and cgroups (benchmarks/bench_small_board.py) are used outside the suite only.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test: installing chromium for the page test"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -256,12 +257,25 @@ def test_remote_paths_are_quoted_and_bad_targets_refused(tmp_path):
             dp.remote_commands(tmp_path / "d", bad, have_rsync=True)
 
 
-def test_push_runs_the_commands_in_order_and_stops_on_failure(tmp_path):
+# push picks rsync when the host has it, else scp. The test decides which branch runs
+# (it must not depend on whether this machine happens to have rsync) and checks both.
+PUSH_BRANCHES = {
+    True: ("rsync", "ssh pi@host 'mkdir -p edgeport-deploy/d'"),
+    False: ("scp", "ssh pi@host 'rm -rf edgeport-deploy/d && mkdir -p edgeport-deploy'"),
+}
+
+
+@pytest.mark.parametrize("have_rsync", [True, False], ids=["rsync", "scp"])
+def test_push_runs_the_commands_in_order_and_stops_on_failure(tmp_path, monkeypatch, have_rsync):
+    real_which = dp.shutil.which
+    monkeypatch.setattr(dp.shutil, "which",
+                        lambda name, *a, **k: ("/usr/bin/rsync" if have_rsync else None) if name == "rsync" else real_which(name, *a, **k))
+    copier, first = PUSH_BRANCHES[have_rsync]
     ran = []
     dp.push(tmp_path / "d", "pi@host", run=lambda c: ran.append(c) or 0, log=lambda m: None)
-    assert [c[0] for c in ran] == ["ssh", "rsync" if dp.shutil.which("rsync") else "scp", "ssh"]
+    assert [c[0] for c in ran] == ["ssh", copier, "ssh"]
     ran.clear()
-    with pytest.raises(devices.DeviceError, match=r"Expected `ssh pi@host 'mkdir -p edgeport-deploy/d'` to succeed\. Received: exit code 255"):
+    with pytest.raises(devices.DeviceError, match=rf"Expected `{re.escape(first)}` to succeed\. Received: exit code 255"):
         dp.push(tmp_path / "d", "pi@host", run=lambda c: ran.append(c) or 255, log=lambda m: None)
     assert len(ran) == 1
 

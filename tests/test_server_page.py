@@ -13,10 +13,15 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-sync", "--no-first-run"]
 
 
-def test_upload_an_image_and_see_the_top_label(server, heldout_dir):
+def _playwright():
     sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed (pip install playwright)")
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; scripts/test.sh tries)")
+    return sync_api
+
+
+def test_upload_an_image_and_see_the_top_label(server, heldout_dir):
+    sync_api = _playwright()
     image = first_image(heldout_dir, "triangle")
     expected = http("POST", server.url + "/predict?top_k=1", image.read_bytes(), {"Content-Type": "image/jpeg"})[1]
     with sync_api.sync_playwright() as p:
@@ -33,6 +38,57 @@ def test_upload_an_image_and_see_the_top_label(server, heldout_dir):
             sync_api.expect(page.locator("#top-label")).to_have_text(expected["predictions"][0]["label"], timeout=15000)
             sync_api.expect(page.locator(".prediction")).to_have_count(3)
             assert page.inner_text("#error") == ""
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_the_file_chooser_works_from_the_keyboard_and_errors_leave_nothing_stale(server, heldout_dir, tmp_path):
+    """Tab reaches the chooser (with a visible focus ring), Enter and Space open it; after a bad file
+    the page shows the error alone: no previous labels, timing or broken preview."""
+    sync_api = _playwright()
+    image = first_image(heldout_dir, "circle")
+    expected = http("POST", server.url + "/predict?top_k=1", image.read_bytes(), {"Content-Type": "image/jpeg"})[1]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 700})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            sync_api.expect(page.locator("#model-name")).to_contain_text("shapes", timeout=15000)
+            chooser = page.locator("#file")
+            sync_api.expect(chooser).to_be_visible()
+            # From the top of the page: the API-key field, then the chooser.
+            page.keyboard.press("Tab")
+            sync_api.expect(page.locator("#key")).to_be_focused()
+            page.keyboard.press("Tab")
+            sync_api.expect(chooser).to_be_focused()
+            ring = chooser.evaluate("e => { const s = getComputedStyle(e); return [s.outlineStyle, s.outlineWidth]; }")
+            assert ring[0] != "none" and ring[1] != "0px", ring
+            page.screenshot(path=str(tmp_path / "focused.png"))
+            for key in ("Enter", " "):  # both open the chooser
+                sync_api.expect(chooser).to_be_focused()
+                with page.expect_file_chooser(timeout=15000) as fc:
+                    page.keyboard.press(key)
+                if key == "Enter":
+                    fc.value.set_files(str(image))
+                    sync_api.expect(page.locator("#top-label")).to_have_text(expected["predictions"][0]["label"], timeout=15000)
+                    sync_api.expect(page.locator("#timing")).to_contain_text("inference")
+                    sync_api.expect(page.locator("#preview")).to_be_visible()
+                else:
+                    # a file the server refuses (and no browser can show)
+                    fc.value.set_files(files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not an image at all" * 20}])
+            sync_api.expect(page.locator("#error")).to_contain_text("Expected", timeout=15000)
+            sync_api.expect(page.locator("#top-label")).to_have_text("")
+            sync_api.expect(page.locator(".prediction")).to_have_count(0)
+            sync_api.expect(page.locator("#timing")).to_have_text("")
+            sync_api.expect(page.locator("#preview")).to_be_hidden()
+            page.screenshot(path=str(tmp_path / "after-error.png"))
+            shots = os.environ.get("EDGEPORT_SCREENSHOTS")  # a folder to keep them in, to look at
+            if shots:
+                for name in ("focused.png", "after-error.png"):
+                    shutil.copy(tmp_path / name, os.path.join(shots, name))
             assert not errors, errors
         finally:
             browser.close()

@@ -1,5 +1,7 @@
 """TensorFlow Serving REST compatibility, shapes as in TF Serving's REST API document."""
 
+import json
+
 import numpy as np
 from PIL import Image
 
@@ -10,7 +12,8 @@ from server_helpers import assert_json_error, b64, first_image, post_json
 def test_model_status_matches_tf_serving(server):
     status, body, _ = http("GET", server.url + "/v1/models/shapes")
     assert status == 200
-    assert body == {"model_version_status": [
+    # TF Serving's key, and KServe v1's name and ready beside it (its client's is_model_ready reads "ready").
+    assert body == {"name": "shapes", "ready": True, "model_version_status": [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     ]}
     assert http("GET", server.url + "/v1/models/shapes/versions/1")[1] == body
@@ -68,3 +71,37 @@ def test_tf_serving_errors_are_json(server):
     assert_json_error(*post_json(url, {"instances": [1], "signature_name": "other"}), 400, "serving_default")
     assert_json_error(*post_json(server.url + "/v1/models/nope:predict", {"instances": []}), 404, "Unknown model", "'nope'")
     assert_json_error(*http("GET", server.url + "/v1/models/shapes/versions/9"), 404, "version", "'9'")
+
+
+def test_body_is_json_whatever_the_content_type(server, heldout_dir):
+    """TF Serving's own docs use `curl -d '{"instances": ...}' -X POST`: curl sends form-urlencoded,
+    and TF Serving reads the body as JSON anyway."""
+    body = json.dumps({"instances": [{"b64": b64(first_image(heldout_dir, "circle").read_bytes())}]}).encode()
+    expected = post_json(server.url + "/v1/models/shapes:predict", body)[1]
+    for ctype in ("application/x-www-form-urlencoded", "text/plain", None):
+        status, got, _ = http("POST", server.url + "/v1/models/shapes:predict", body, {"Content-Type": ctype} if ctype else {})
+        assert (status, got) == (200, expected), ctype
+    # still JSON errors when the body is not JSON
+    assert_json_error(*http("POST", server.url + "/v1/models/shapes:predict", b"instances=1",
+                            {"Content-Type": "application/x-www-form-urlencoded"}), 400, "malformed JSON")
+
+
+def test_base64_without_padding_is_accepted(server, heldout_dir):
+    url = server.url + "/v1/models/shapes:predict"
+    data = next(d for i in range(10) if len(d := first_image(heldout_dir, "triangle", i).read_bytes()) % 3)  # needs padding
+    padded = b64(data)
+    assert padded.endswith("=")
+    expected = post_json(url, {"instances": [{"b64": padded}]})
+    assert expected[0] == 200
+    status, body, _ = post_json(url, {"instances": [{"b64": padded.rstrip("=")}]})
+    assert (status, body) == (200, expected[1])
+    # lenient on padding only: the alphabet is still checked
+    assert_json_error(*post_json(url, {"instances": [{"b64": padded.rstrip("=")[:-2] + "*!"}]}), 400, "base64")
+
+
+def test_kserve_v1_client_exchange(server):
+    """What kserve's InferenceRESTClient(protocol v1).is_model_ready does: GET /v1/models/NAME and
+    return response.json().get("ready") (a 503 would mean not ready)."""
+    status, body, headers = http("GET", server.url + "/v1/models/shapes")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert body.get("ready") is True and body.get("name") == "shapes"

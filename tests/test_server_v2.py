@@ -107,3 +107,76 @@ def test_v2_errors_are_json(server, heldout_dir):
     assert_json_error(*post_json(server.url + "/v2/models/nope/infer", {"inputs": []}), 404, "Unknown model", "'nope'")
     assert_json_error(*post_json(url, {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}],
                                        "outputs": [{"name": "nope"}]}), 400, "Unknown output")
+
+
+# --- binary tensor data extension, outputs (Triton's extension_binary_data.md) ---
+
+def _binary_response(status, raw: bytes, headers):
+    """(JSON header, the bytes after it) of a binary-extension response."""
+    assert status == 200, raw[:300]
+    assert headers["Content-Type"] == "application/octet-stream"
+    n = int(headers["Inference-Header-Content-Length"])
+    assert int(headers["Content-Length"]) == len(raw)
+    return json.loads(raw[:n]), raw[n:]
+
+
+def _post_raw(url: str, body: dict):
+    import urllib.request
+
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.read(), r.headers
+
+
+def test_binary_outputs_request_level_and_per_output(server, heldout_dir):
+    images = [first_image(heldout_dir, label).read_bytes() for label in ("circle", "triangle")]
+    t = {"name": "image", "shape": [2], "datatype": "BYTES", "data": [b64(d) for d in images]}
+    out_name = http("GET", server.url + "/v2/models/shapes")[1]["outputs"][0]["name"]
+    as_json = post_json(server.url + INFER, {"id": "7", "inputs": [t]})[1]["outputs"][0]
+
+    header, rest = _binary_response(*_post_raw(server.url + INFER, {"id": "7", "inputs": [t], "parameters": {"binary_data_output": True}}))
+    assert header["id"] == "7" and header["model_name"] == "shapes"
+    (out,) = header["outputs"]
+    assert "data" not in out and out["parameters"] == {"binary_data_size": 2 * 3 * 4} == {"binary_data_size": len(rest)}
+    assert out["datatype"] == "FP32" and out["shape"] == [2, 3]
+    probs = np.frombuffer(rest, dtype="<f4").reshape(2, 3)
+    assert np.allclose(probs, np.reshape(as_json["data"], (2, 3)), atol=1e-6)
+
+    # an output's own binary_data wins over the request-level setting, both ways
+    header, rest = _binary_response(*_post_raw(server.url + INFER, {"inputs": [t], "outputs": [
+        {"name": out_name, "parameters": {"binary_data": True}}]}))
+    assert len(rest) == header["outputs"][0]["parameters"]["binary_data_size"] == 24
+    status, body, headers = post_json(server.url + INFER, {"inputs": [t], "parameters": {"binary_data_output": True},
+                                                           "outputs": [{"name": out_name, "parameters": {"binary_data": False}}]})
+    assert status == 200 and headers["Content-Type"] == "application/json" and "Inference-Header-Content-Length" not in headers
+    assert body["outputs"][0]["data"] == as_json["data"]
+
+
+def test_binary_classification_output_is_length_prefixed_strings(server, heldout_dir):
+    t = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(first_image(heldout_dir, "square").read_bytes())]}
+    out_name = http("GET", server.url + "/v2/models/shapes")[1]["outputs"][0]["name"]
+    wanted = [{"name": out_name, "parameters": {"classification": 2}}]
+    as_json = post_json(server.url + INFER, {"inputs": [t], "outputs": wanted})[1]["outputs"][0]["data"]
+    wanted[0]["parameters"]["binary_data"] = True
+    header, rest = _binary_response(*_post_raw(server.url + INFER, {"inputs": [t], "outputs": wanted}))
+    assert header["outputs"][0]["datatype"] == "BYTES" and header["outputs"][0]["shape"] == [1, 2]
+    items, pos = [], 0
+    while pos < len(rest):  # each element: a 4-byte little-endian length, then its bytes
+        (n,) = struct.unpack_from("<I", rest, pos)
+        items.append(rest[pos + 4: pos + 4 + n].decode())
+        pos += 4 + n
+    assert items == as_json
+
+
+def test_binary_output_parameters_must_be_booleans(server, heldout_dir):
+    t = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(first_image(heldout_dir, "square").read_bytes())]}
+    assert_json_error(*post_json(server.url + INFER, {"inputs": [t], "parameters": {"binary_data_output": "yes"}}),
+                      400, "binary_data_output", "true or false", "'yes'")
+    out_name = http("GET", server.url + "/v2/models/shapes")[1]["outputs"][0]["name"]
+    assert_json_error(*post_json(server.url + INFER, {"inputs": [t], "outputs": [{"name": out_name, "parameters": {"binary_data": 1}}]}),
+                      400, "outputs[0].parameters.binary_data", "Received: 1")
+
+
+def test_only_implemented_extensions_are_advertised(server):
+    # each one listed has its tests above: classification, and binary tensor data for inputs and outputs
+    assert http("GET", server.url + "/v2")[1]["extensions"] == ["classification", "binary_tensor_data"]

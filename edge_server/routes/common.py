@@ -14,9 +14,11 @@ from ..errors import ApiError
 MAX_BATCH = 32  # images per request: bounds a request's memory and its hold on a model instance
 
 
-def json_body() -> dict:
+def json_body(any_content_type: bool = False) -> dict:
+    """The request's JSON object. `any_content_type`: read the body as JSON whatever the
+    Content-Type says, as TF Serving does (its docs' own `curl -d` sends form-urlencoded)."""
     ctype = request.mimetype or ""
-    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+    if not any_content_type and ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(415, f"Expected Content-Type application/json. Received: {ctype}")
     raw = request.get_data(cache=False)
     if not raw:
@@ -35,8 +37,10 @@ def json_body() -> dict:
 def b64_image(value, where: str) -> bytes:
     if not isinstance(value, str):
         raise ApiError(400, f"Expected {where} to be a base64 string. Received: {type(value).__name__}")
+    # Lenient on padding only, as TF Serving is: clients that strip the trailing '=' still work.
+    # The alphabet stays the standard one (validate=True), so a typo is a 400, not garbage bytes.
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, f"Expected {where} to be valid base64. Received: {value[:24]!r}{'...' if len(value) > 24 else ''}") from None
 

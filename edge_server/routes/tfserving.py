@@ -36,7 +36,9 @@ def _tensor_info(name: str, dtype: str, shape: list) -> dict:
 def status(name: str, version: str | None = None):
     svc = state().model(name, version)
     state_name = "AVAILABLE" if svc.ready else "LOADING"
-    return jsonify({"model_version_status": [
+    # name and ready beside TF Serving's own key: KServe's v1 protocol reads them (its client's
+    # is_model_ready), and TF Serving clients ignore keys they do not know.
+    return jsonify({"name": svc.name, "ready": svc.ready, "model_version_status": [
         {"version": svc.version, "state": state_name, "status": {"error_code": "OK", "error_message": ""}}
     ]})
 
@@ -86,7 +88,7 @@ def _batch(items: list, where: str, svc: ModelService):
 @bp.post("/v1/models/<name>/versions/<version>:predict")
 def predict(name: str, version: str | None = None):
     svc = state().model(name, version)
-    body = json_body()
+    body = json_body(any_content_type=True)
     sig = body.get("signature_name", SIGNATURE)
     if sig not in (SIGNATURE, ""):
         raise ApiError(400, f"Expected signature_name {SIGNATURE!r}. Received: {sig!r}")

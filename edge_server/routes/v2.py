@@ -10,7 +10,9 @@ encoded images — base64 strings in JSON, or raw bytes through the binary
 tensor data extension (`Inference-Header-Content-Length`), which is what
 tritonclient sends. The output is FP32 probabilities [N, classes]; asking
 for it with `"parameters": {"classification": K}` gives the classification
-extension's "score:index:label" strings instead.
+extension's "score:index:label" strings instead. Either comes back as JSON
+`data`, or as raw bytes after the JSON header when the request asks for
+binary outputs (`binary_data_output`, or `binary_data` on the output).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import struct
 
 import numpy as np
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import __version__
 from ..app import state
@@ -176,23 +178,60 @@ def _input(body: dict, binary: bytes) -> tuple[dict, bytes | None]:
     return t, None
 
 
-def _outputs(body: dict, svc: ModelService) -> int | None:
-    """The classification top-k the client asked for, if any; checks requested output names."""
+def _flag(params: dict, key: str, where: str) -> bool | None:
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, f"Expected {where}.parameters.{key} to be true or false. Received: {value!r}")
+    return value
+
+
+def _outputs(body: dict, svc: ModelService) -> tuple[int | None, bool]:
+    """(classification top-k or None, binary output?) as the client asked; checks requested output names.
+
+    Binary outputs follow the binary tensor data extension: the request-level
+    `binary_data_output` applies to every output, and an output's own
+    `binary_data` overrides it. tritonclient sets the request-level one when
+    it names no outputs, and `binary_data` on each InferRequestedOutput (its default).
+    """
+    binary = bool(_flag(_parameters(body, "request"), "binary_data_output", "request"))
     wanted = body.get("outputs")
     if wanted is None:
-        return None
+        return None, binary
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
         raise ApiError(400, f"Expected 'outputs' to be a list of objects. Received: {type(wanted).__name__}")
     k = None
     for i, o in enumerate(wanted):
         if o.get("name") != svc.output_name:
             raise ApiError(400, f"Unknown output. Expected: {svc.output_name!r}. Received: {o.get('name')!r}")
-        c = _parameters(o, f"outputs[{i}]").get("classification")
+        params = _parameters(o, f"outputs[{i}]")
+        c = params.get("classification")
         if c is not None:
             if not isinstance(c, int) or isinstance(c, bool) or c < 1:
                 raise ApiError(400, f"Expected classification to be a positive integer. Received: {c!r}")
             k = min(c, svc.n_classes)
-    return k
+        own = _flag(params, "binary_data", f"outputs[{i}]")
+        if own is not None:
+            binary = own
+    return k, binary
+
+
+def _binary_bytes(out: dict) -> bytes:
+    """An output tensor's data as the extension lays it out: little-endian, row major;
+    a BYTES element is a 4-byte little-endian length and then its bytes."""
+    if out["datatype"] == "BYTES":
+        parts = [s.encode() for s in out.pop("data")]
+        return b"".join(struct.pack("<I", len(b)) + b for b in parts)
+    return np.asarray(out.pop("data"), dtype="<f4").tobytes()
+
+
+def _respond(resp: dict, binary_outputs: list[bytes]):
+    if not binary_outputs:
+        return jsonify(resp)
+    # The JSON header, then each binary output's bytes in the order of "outputs";
+    # Inference-Header-Content-Length says where the header ends.
+    header = json.dumps(resp, separators=(",", ":")).encode()
+    return Response(header + b"".join(binary_outputs), content_type="application/octet-stream",
+                    headers={BINARY_HEADER: str(len(header))})
 
 
 @bp.post("/v2/models/<name>/infer")
@@ -201,7 +240,7 @@ def infer(name: str, version: str | None = None):
     svc = state().model(name, version)
     body, binary = _request_json()
     t, tbinary = _input(body, binary)
-    top_k = _outputs(body, svc)
+    top_k, binary_out = _outputs(body, svc)
     datatype = t["datatype"]
     if "id" in body and not isinstance(body["id"], str):  # echoed back; the spec says a string
         raise ApiError(400, f"Expected id to be a string. Received: {type(body['id']).__name__}")
@@ -215,14 +254,19 @@ def infer(name: str, version: str | None = None):
         raise ApiError(400, f"Expected inputs[0].datatype UINT8 or FP32 (pixels) or BYTES (encoded images). Received: {datatype!r}")
     record(timings)
     if top_k is None:
-        out = {"name": svc.output_name, "shape": list(probs.shape), "datatype": "FP32",
-               "data": np.round(probs.ravel().astype(np.float64), 6).tolist()}
+        # JSON gets 6 decimals (enough for a probability, and a shorter body); binary gets the float32 values as they are.
+        data = probs.ravel() if binary_out else np.round(probs.ravel().astype(np.float64), 6).tolist()
+        out = {"name": svc.output_name, "shape": list(probs.shape), "datatype": "FP32", "data": data}
     else:
         ranked = [svc.rank(p, top_k) for p in probs]
         out = {"name": svc.output_name, "shape": [len(probs), top_k], "datatype": "BYTES",
                "data": [f"{r['score']:.6f}:{r['index']}:{r['label']}" for row in ranked for r in row]}
+    binary_outputs = []
+    if binary_out:
+        binary_outputs.append(_binary_bytes(out))
+        out["parameters"] = {"binary_data_size": len(binary_outputs[-1])}
     resp = {"model_name": svc.name, "model_version": svc.version}
     if "id" in body:
         resp["id"] = body["id"]
     resp["outputs"] = [out]
-    return jsonify(resp)
+    return _respond(resp, binary_outputs)
