@@ -197,7 +197,7 @@ def test_transferred_model_exports_and_agrees(transferred_run, tmp_path, fmt, pr
 
     out = tmp_path / f"tux.{fmt}-{precision}"
     result = export(ExportConfig(source=transferred_run.run_dir, format=fmt, precision=precision, out=out,
-                                 calibration_size=100, verify_size=91), **QUIET)
+                                 calibration_size=64, verify_size=60), **QUIET)
     v = result.meta["verification"]
     assert v["top1_agreement"] >= lookup(fmt, precision)[1].min_agreement, v
 
