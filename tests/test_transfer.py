@@ -211,3 +211,27 @@ def test_cut_block_truncates_the_base_at_a_block_boundary():
     assert max(block_index(SPEC, cut.layers)) == 13 == count_blocks(SPEC, cut.layers)
     with pytest.raises(Exception, match="cut-block must be between 1 and 17"):
         truncate(SPEC, base, 18)
+
+
+# --- --weights auto (what the demo uses) -----------------------------------------------------------
+
+
+def test_weights_auto_without_a_cached_checkpoint_trains_from_scratch_and_says_so(monkeypatch, tmp_path):
+    from trainer import pretrained
+    from trainer.fit import resolve_weights
+
+    monkeypatch.setattr(pretrained, "keras_cache_dir", lambda: tmp_path)  # an empty cache
+    lines = []
+    cfg = TrainConfig(data_dir=tmp_path, alpha=0.35, weights="auto")
+    assert resolve_weights(cfg, SPEC, 64, lines.append) is None
+    assert len(lines) == 1 and "training from scratch" in lines[0] and str(tmp_path) in lines[0]
+
+
+@needs_imagenet
+def test_weights_auto_with_a_cached_checkpoint_runs_the_quadrant_rule(small_demo_dir, tmp_path):
+    lines = []
+    report = train(TrainConfig(data_dir=small_demo_dir, alpha=0.35, image_size=32, weights="auto", epochs=1,
+                               out_dir=tmp_path, name="auto"), log=lines.append).report
+    assert report["weights"] == "imagenet" and report["quadrant"] in (3, 4)
+    text = "\n".join(lines)
+    assert "similarity: score" in text and "decision: strategy" in text and "quadrant" in text
