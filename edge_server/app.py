@@ -170,9 +170,9 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
                 what = "no key" if given is None else "a key that does not match"
                 raise ApiError(401, f"Expected an API key in the X-API-Key header or 'Authorization: Bearer KEY'. Received: {what}")
         if request.content_length:
-            # The body is read into memory whole (a multipart body twice: the form parser's copy and
-            # the file's bytes), so it is reserved before the first byte is read.
-            copies = 2 if request.mimetype == "multipart/form-data" else 1
+            # The body is read into memory whole, twice at its peak (werkzeug joins the chunks it read;
+            # a multipart body: the form parser's copy and the file's bytes), so it is reserved first.
+            copies = 2
             st.guard.admit(request.content_length * copies, f"a {request.content_length:,}-byte body")
         return None
 

@@ -116,10 +116,13 @@ def process_limit(explicit: int | None = None, profile: dict | None = None) -> t
 class Budget:
     """Bytes reserved by requests in flight, against a fixed total. Thread-safe."""
 
-    def __init__(self, total: int, wait_s: float = DEFAULT_WAIT_S, source: str = ""):
+    def __init__(self, total: int, wait_s: float = DEFAULT_WAIT_S, source: str = "", ceiling: int | None = None):
         self.total = max(int(total), 16 * MiB)
         self.wait_s = wait_s
         self.source = source
+        # The process's own RSS may not exceed `ceiling` (limit - margin): reservations alone miss memory
+        # that earlier requests freed but the allocator kept (fragmentation), and what nothing estimated.
+        self.ceiling = ceiling
         self.used = 0
         self.peak = 0
         self.refused = {"413": 0, "503": 0}
@@ -130,7 +133,18 @@ class Budget:
     def for_process(cls, limit: int, source: str, baseline: int | None = None, wait_s: float = DEFAULT_WAIT_S) -> "Budget":
         baseline = current_rss() if baseline is None else baseline
         margin = max(MIN_MARGIN, int(limit * MARGIN_FRACTION))
-        return cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin")
+        return cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
+                   ceiling=limit - margin)
+
+    def _fits(self, nbytes: int) -> bool:
+        if self.used + nbytes > self.total:
+            return False
+        if self.ceiling is None or self.used:  # with others in flight, their reservations already stand for their memory
+            return True
+        if current_rss() + nbytes <= self.ceiling:
+            return True
+        give_back_memory()  # nobody in flight: what RSS holds beyond the baseline is the allocator's; hand it back
+        return current_rss() + nbytes <= self.ceiling
 
     def reserve(self, nbytes: int, what: str) -> int:
         """Block until `nbytes` fit (up to wait_s), then count them as used. Returns nbytes for release()."""
@@ -142,7 +156,7 @@ class Budget:
                                 f"at its peak. Received: {what}, needing about {_mib(nbytes)}")
         deadline = time.monotonic() + self.wait_s
         with self._cond:
-            while self.used + nbytes > self.total:
+            while not self._fits(nbytes):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.refused["503"] += 1
@@ -160,7 +174,7 @@ class Budget:
         with self._cond:
             self.used -= nbytes
             self._released_since_trim += nbytes
-            if self.used == 0 and self._released_since_trim >= TRIM_AFTER:
+            if self.used == 0 and self._released_since_trim >= TRIM_AFTER:  # the burst is over
                 self._released_since_trim = 0
                 trim = True
             self._cond.notify_all()
@@ -170,7 +184,7 @@ class Budget:
 
 # glibc keeps freed memory in its arenas: after a burst of large decodes RSS stayed at 328 MB.
 # malloc_trim(0) hands free pages back to the system; it costs ~1 ms, so only after a lot was freed.
-TRIM_AFTER = 64 * MiB
+TRIM_AFTER = 16 * MiB
 _libc = None
 
 

@@ -93,6 +93,10 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
                                 "(a progressive JPEG repeating scans costs seconds of CPU per image)")
     src.deadline = deadline
     img.decodermaxblock = DECODE_CHUNK
+    # Whether EXIF may turn the image (a full-size copy): a JPEG's EXIF is in its header, but Pillow's
+    # PNG getexif() decodes the whole image to look for an eXIf chunk, so look for the chunk's name.
+    img.edgeport_may_rotate = (img.format in JPEG_FORMATS and img.getexif().get(EXIF_ORIENTATION, 1) in UPRIGHT) or (
+        img.format not in JPEG_FORMATS and (b"eXIf" in data or b"EXIF" in data))
     return img
 
 
@@ -165,8 +169,8 @@ def decode_peak(img: Image.Image, size: int, fast: bool = False) -> int:
     copies = 0
     if img.mode != "RGB" and not (scale > 1 and img.mode in ("L", "YCbCr", "CMYK")):
         copies += 1  # convert("RGB") (after a reduced-scale decode the resize comes first: the copy is small)
-    if scale == 1 and img.getexif().get(EXIF_ORIENTATION, 1) in UPRIGHT:
-        copies += 1  # transpose
+    if scale == 1 and getattr(img, "edgeport_may_rotate", True):
+        copies += 1  # transpose (never call img.getexif() here: for a PNG it decodes the whole image)
     return frame + copies * px * 4 + size * size * 4
 
 
