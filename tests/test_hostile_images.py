@@ -115,7 +115,7 @@ def test_the_pixel_limit_fits_a_1_gb_board_and_real_photos():
     assert DEFAULT_MAX_PIXELS == 16_000_000
     # a 12 Mpx phone photo's header passes and its decode peak is known before decoding
     img = open_image(encode(photo(3000, 4000), quality=80))
-    assert 100e6 < decode_peak(img, 224) < 200e6
+    assert 40e6 < decode_peak(img, 224) < 80e6  # the frame (4 bytes a pixel) and decoder buffers: ~54 MiB
     assert decode_peak(img, 224, fast=True) < 10e6  # fast decoding at 1/8 scale
 
 
