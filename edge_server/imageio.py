@@ -95,8 +95,13 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
     img.decodermaxblock = DECODE_CHUNK
     # Whether EXIF may turn the image (a full-size copy): a JPEG's EXIF is in its header, but Pillow's
     # PNG getexif() decodes the whole image to look for an eXIf chunk, so look for the chunk's name.
-    img.edgeport_may_rotate = (img.format in JPEG_FORMATS and img.getexif().get(EXIF_ORIENTATION, 1) in UPRIGHT) or (
-        img.format not in JPEG_FORMATS and (b"eXIf" in data or b"EXIF" in data))
+    if img.format in JPEG_FORMATS:
+        try:
+            img.edgeport_may_rotate = img.getexif().get(EXIF_ORIENTATION, 1) in UPRIGHT
+        except Exception:  # noqa: BLE001 - a broken EXIF block: only the estimate is at stake, assume the copy
+            img.edgeport_may_rotate = True
+    else:
+        img.edgeport_may_rotate = b"eXIf" in data or b"EXIF" in data
     return img
 
 
