@@ -125,3 +125,14 @@ def test_a_tiny_webp_claiming_6000_by_6000_is_refused_from_its_header():
     with pytest.raises(ApiError) as e:
         open_image(bomb)
     assert e.value.status == 413 and "6000x6000" in e.value.message
+
+
+def test_a_baseline_jpeg_with_repeated_scans_fails_fast_without_counting():
+    """Only progressive JPEGs are counted: libjpeg itself refuses extra scans in a baseline one, quickly."""
+    data = encode(photo(480, 640), quality=90)
+    sos, eoi = data.find(b"\xff\xda"), data.rfind(b"\xff\xd9")
+    bomb = data[:eoi] + data[sos:eoi] * 200 + data[eoi:]
+    t0 = time.perf_counter()
+    with pytest.raises(ApiError) as e:
+        decode_to_array(bomb, 64)
+    assert e.value.status == 400 and time.perf_counter() - t0 < 1
