@@ -34,9 +34,12 @@ ERROR_REASONS = {
     400: "The request is malformed: the message says what was expected and what arrived.",
     401: "The server has an API key and the request carried none, or a wrong one.",
     404: "Unknown model name or version.",
-    413: "The body is larger than the server's limit, or the image has more pixels than allowed.",
+    413: "The body is larger than the server's limit, the image has more pixels than allowed, or the request "
+         "would need more memory than the server's budget holds.",
     415: "The Content-Type, or the image format, is not one this endpoint takes.",
     422: "Understood, but could not be done.",
+    503: "Busy: other requests hold the memory this one needs, or it ran past the server's deadline. Retry after "
+         "the seconds in Retry-After.",
 }
 
 
@@ -220,7 +223,7 @@ def openapi_document(svc) -> dict:
                     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}}},
     }
     paths["/predict"] = {"post": op(
-        "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415,
+        "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415, 503,
         params=[top_k], body=image_body, e413="The body or the image's pixel count is over the server's limit.")}
 
     both("/v1/models/{{name}}{v}", "get", lambda p: op(
@@ -230,7 +233,7 @@ def openapi_document(svc) -> dict:
     both("/v1/models/{{name}}{v}:predict", "post", lambda p: op(
         "TensorFlow Serving: predict (row or columnar format)",
         _json(_ref("TFPredictResponse"), "Class probabilities in label order, one list per instance."),
-        400, 404, 413, 415, params=p, body=json_body(_ref("TFPredictRequest"))))
+        400, 404, 413, 415, 503, params=p, body=json_body(_ref("TFPredictRequest"))))
 
     paths["/v2/health/live"] = {"get": op("Open Inference Protocol: server live", _json(
         {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, "Live."), public=True)}
@@ -258,7 +261,7 @@ def openapi_document(svc) -> dict:
                   "description": "Binary tensor data extension: the length of the JSON header at the start of the body.",
                   "schema": {"type": "integer", "minimum": 1}}
         return op("Open Inference Protocol: infer", _json(_ref("V2InferResponse"), "Probabilities, or classification strings."),
-                  400, 404, 413, 415, params=[*p, header], body=body)
+                  400, 404, 413, 415, 503, params=[*p, header], body=body)
 
     both("/v2/models/{{name}}{v}/infer", "post", infer_op)
 
