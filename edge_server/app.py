@@ -19,10 +19,11 @@ import time
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import ApiError, EdgeError
+from .budget import Budget, current_rss, process_limit
+from .errors import ApiError, BundleError, EdgeError
 from .metrics import ServerMetrics
 from .service import ModelService
 from .settings import ServerSettings
@@ -37,13 +38,35 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PUBLIC_ENDPOINTS = {"v2.health_live", "v2.health_ready", "page.index", "page.favicon"}
 
 
+class RequestGuard:
+    """The server's side of ModelService.guard: memory reserved per request (released when the request
+    ends, in create_app's teardown) and the request's deadline. Outside a request: nothing."""
+
+    def __init__(self, budget: Budget, timeout_s: float):
+        self.budget = budget
+        self.timeout_s = timeout_s
+
+    def admit(self, nbytes: int, what: str) -> None:
+        if not has_request_context():
+            return
+        g.setdefault("reserved", []).append(self.budget.reserve(nbytes, what))
+
+    def deadline(self) -> float | None:
+        return g.get("deadline") if has_request_context() else None
+
+
 class ServerState:
     """What the routes share. `service` is swapped whole on reload, never mutated."""
 
     def __init__(self, service: ModelService, settings: ServerSettings, load=None):
         self.service = service
         self.settings = settings
-        self.metrics = ServerMetrics()
+        limit, source = (settings.memory_limit, settings.memory_source or "--memory-budget-mb") if settings.memory_limit \
+            else process_limit()
+        self.budget = Budget.for_process(limit, source, baseline=current_rss())
+        self.guard = RequestGuard(self.budget, settings.request_timeout_s)
+        service.guard = self.guard
+        self.metrics = ServerMetrics(self.budget)
         self.metrics.set_model(service)
         self._reload_lock = threading.Lock()
         # How a reload builds the new service; the CLI passes load_service (verify + warm up).
@@ -71,11 +94,16 @@ class ServerState:
             t0 = time.perf_counter()
             try:
                 new = self._load(path)
-            except EdgeError as e:
+            except Exception as e:  # noqa: BLE001 - whatever a bad bundle raises, it is counted and the old model serves on
+                if not isinstance(e, EdgeError):
+                    log.exception("reload raised")
+                    e = BundleError(f"Expected a loadable bundle. Received: one that fails with {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:200] if str(e) else ''}")
                 self.metrics.reloads.inc("error")
                 self.last_reload = {"ok": False, "error": str(e), "at": time.time()}
                 log.error("reload failed, still serving %s v%s: %s", old.name, old.version, e)
-                raise
+                raise e from None
+            new.guard = self.guard
             self.service = new  # the swap: one reference assignment, atomic under the GIL
             previous = _brief(old)
             del old  # in-flight requests still hold it; the last one to finish frees it
@@ -132,6 +160,7 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
         g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         st.metrics.in_flight.inc()
         g.in_flight = True
+        g.deadline = time.monotonic() + settings.request_timeout_s
         if request.method == "OPTIONS" and cors:
             return None  # a CORS preflight carries no credentials; _finish answers it
         if expected_key is not None and request.endpoint not in PUBLIC_ENDPOINTS:
@@ -140,6 +169,11 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
             if given is None or not hmac.compare_digest(given.encode(), expected_key):
                 what = "no key" if given is None else "a key that does not match"
                 raise ApiError(401, f"Expected an API key in the X-API-Key header or 'Authorization: Bearer KEY'. Received: {what}")
+        if request.content_length:
+            # The body is read into memory whole, twice at its peak (werkzeug joins the chunks it read;
+            # a multipart body: the form parser's copy and the file's bytes), so it is reserved first.
+            copies = 2
+            st.guard.admit(request.content_length * copies, f"a {request.content_length:,}-byte body")
         return None
 
     @app.after_request
@@ -159,6 +193,8 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
 
     @app.teardown_request
     def _account(exc):
+        for n in g.pop("reserved", ()):
+            st.budget.release(n)
         if not g.pop("in_flight", False):
             return
         st.metrics.in_flight.dec()
@@ -183,7 +219,11 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError):
-        resp = _error(e.status, e.message, **e.details)
+        details = dict(e.details)
+        retry_after = details.pop("retry_after", None)
+        resp = _error(e.status, e.message, **details)
+        if retry_after is not None:
+            return resp[0], e.status, {"Retry-After": str(retry_after)}
         if e.status == 401:
             return resp[0], 401, {"WWW-Authenticate": 'Bearer realm="edgeport"'}
         return resp

@@ -76,8 +76,19 @@ def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_h
     """A bundle folder, or a bare .tflite/.onnx file plus an optional labels file."""
     path = Path(path)
     if not path.exists():
+        # A writer killed between its two renames leaves the bundle set aside under a hidden name:
+        # every reader puts it back (only if that writer is dead), not just the next export.
+        try:
+            recover_interrupted(path)
+        except OSError:
+            pass  # a read-only folder: report the bundle missing below
+    if not path.exists():
         raise BundleError(f"Expected a bundle folder or a .tflite/.onnx file. Received: {str(path)!r} (does not exist)")
     if path.is_file():
+        if (path.parent / BUNDLE_JSON).is_file():
+            # Loading it bare would drop the bundle's labels and checks (the classes became class_0..2).
+            raise BundleError(f"Expected the bundle folder, not the model file inside it. Received: {path.name!r} "
+                              f"in a folder with {BUNDLE_JSON}; name the folder {path.parent.name!r}")
         return _bare_model(path, labels_path)
     meta_path = path / BUNDLE_JSON
     if not meta_path.is_file():
@@ -86,11 +97,20 @@ def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_h
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{meta_path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{meta_path} is not a bundle description: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. a number past Python's 4,300-digit limit
+        raise BundleError(f"{meta_path} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    except OSError as e:
+        raise BundleError(f"Cannot read {meta_path} ({e.strerror})") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"Expected {BUNDLE_JSON} to hold a JSON object. Received: a JSON {type(meta).__name__} in {meta_path}")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(f"Expected bundle schema_version {SCHEMA_VERSION}. Received: {meta.get('schema_version')!r} in {meta_path}")
     missing = [k for k in ("name", "format", "model_file", "sha256", "labels", "input", "output") if k not in meta]
     if missing:
         raise BundleError(f"{meta_path} lacks required fields {missing}")
+    check_meta_types(meta, meta_path)
     model_file = meta["model_file"]
     if Path(model_file).name != model_file or model_file != MODEL_FILES.get(meta["format"]):
         raise BundleError(f"Expected model_file {MODEL_FILES.get(meta['format'])!r} for format {meta['format']!r}. Received: {model_file!r}")
@@ -105,6 +125,58 @@ def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_h
                 f"received {actual[:16]}... (the file was changed or damaged)"
             )
     return Bundle(path, model_path, meta)
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= 256
+
+
+def _is_shape(v) -> bool:
+    return isinstance(v, list) and len(v) <= 8 and all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in v)
+
+
+# field -> (check, what it must be). The server indexes into these without further checks, so a wrong
+# type would surface as a traceback (serve), a 500 (admin reload) or a dead SIGHUP thread.
+META_TYPES = {
+    "name": (_is_str, "a string of 1-256 characters"),
+    "version": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool) and len(str(v)) <= 64, "a string or integer"),
+    "format": (lambda v: isinstance(v, str) and v in MODEL_FILES, f"one of {sorted(MODEL_FILES)}"),
+    "model_file": (_is_str, "a file name"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
+    "labels": (lambda v: v is None or (isinstance(v, list) and 0 < len(v) <= 100_000
+                                       and all(isinstance(x, str) and len(x) <= 1024 for x in v)),
+               "a non-empty list of strings (or null)"),
+    "input": (lambda v: isinstance(v, dict), "an object"),
+    "output": (lambda v: isinstance(v, dict), "an object"),
+    "precision": (lambda v: isinstance(v, str), "a string"),
+}
+SIDE_TYPES = {
+    "shape": (_is_shape, "a list of integers (or null)"),
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "activation": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def check_meta_types(meta: dict, where) -> None:
+    """Every field the server reads has the type it expects: one line naming the first that does not."""
+    for key, (ok, what) in META_TYPES.items():
+        if key in meta and not ok(meta[key]):
+            raise BundleError(f"Expected {BUNDLE_JSON} field {key!r} to be {what}. Received: {_brief(meta[key])} in {where}")
+    for side in ("input", "output"):
+        for key, (ok, what) in SIDE_TYPES.items():
+            value = meta[side].get(key)
+            if value is not None and not ok(value):
+                raise BundleError(f"Expected {BUNDLE_JSON} field {side}.{key} to be {what}. Received: {_brief(value)} in {where}")
+
+
+def _brief(value) -> str:
+    kind = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), type(value).__name__)
+    try:
+        text = json.dumps(value)
+    except (RecursionError, ValueError):
+        text = "..."
+    return f"{kind} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
 def _bare_model(model_path: Path, labels_path) -> Bundle:

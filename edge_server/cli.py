@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: all cores up to 4, if more than --threads; 0: no such instance)")
     p.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body accepted")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest decoded image accepted")
+    p.add_argument("--max-pixels", type=int, help="largest image accepted, in pixels (default 16,000,000: fits a 1 GB board)")
+    p.add_argument("--memory-budget-mb", type=float,
+                   help="memory the server may use; requests are admitted against it (default: the cgroup limit, "
+                        "the device profile's memory_max or half the RAM, whichever is smallest)")
+    p.add_argument("--request-timeout", type=float, default=15.0,
+                   help="seconds a request may spend decoding, waiting and inferring before it is answered 503 (default 15)")
     p.add_argument("--http-threads", type=int, help="HTTP worker threads (default: workers + 2)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; default: CORS off)")
@@ -61,6 +66,7 @@ def _first_set(*values):
 
 
 def _service_options(args, profile: dict | None):
+    from .imageio import DEFAULT_MAX_PIXELS
     from .service import ServiceOptions
 
     serve_cfg = (profile or {}).get("serve", {})
@@ -68,7 +74,7 @@ def _service_options(args, profile: dict | None):
         threads=getattr(args, "threads", None) or serve_cfg.get("threads"),
         pool_size=getattr(args, "workers", None) or serve_cfg.get("workers"),
         solo_threads=_first_set(getattr(args, "solo_threads", None), serve_cfg.get("solo_threads")),
-        max_pixels=getattr(args, "max_pixels", 40_000_000),
+        max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         decode=getattr(args, "decode", "auto"),
         onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),
         onnx_mem_arena=serve_cfg.get("onnx_mem_arena", True),
@@ -79,6 +85,7 @@ def _service_options(args, profile: dict | None):
 def cmd_serve(args) -> int:
     from devices import load_profile
 
+    from .budget import process_limit
     from .errors import EdgeError
     from .serve import serve
     from .settings import ServerSettings
@@ -92,10 +99,15 @@ def cmd_serve(args) -> int:
             raise EdgeError(f"Expected a readable API key file. Received: {str(args.api_key_file)!r} ({e.strerror})") from None
         if not api_key:
             raise EdgeError(f"Expected an API key in {args.api_key_file}. Received: an empty file")
+    if args.request_timeout is not None and args.request_timeout <= 0:
+        raise EdgeError(f"Expected --request-timeout of more than 0 seconds. Received: {args.request_timeout}")
+    explicit = int(args.memory_budget_mb * 1024 * 1024) if args.memory_budget_mb else None
+    memory_limit, memory_source = process_limit(explicit, profile)
     settings = ServerSettings(
         bundle=args.bundle, labels=args.labels, host=args.host, port=args.port, api_key=api_key,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), service=_service_options(args, profile), device=args.device,
         http_threads=args.http_threads, cors_origins=args.cors_origin, access_log=args.access_log,
+        memory_limit=memory_limit, memory_source=memory_source, request_timeout_s=args.request_timeout,
     )
     serve(settings)
     return 0

@@ -1,10 +1,11 @@
 """Image bytes -> the model's input pixels, safely.
 
-The decoded pixels must match what the trainer saw (trainer/data.py decodes
-the same way; tests/test_skew.py checks it). Untrusted bytes: the format is
-checked against an allow-list, the pixel count is checked from the header
-before any pixel is decoded (decompression bombs), and a truncated file is an
-error, not a half-grey image.
+The one decoder of the project: trainer/data.py calls it too, so a file
+means the same pixels in training and serving (tests/test_skew.py). Untrusted
+bytes: the format is checked against an allow-list, the pixel count is
+checked from the header before any pixel is decoded (decompression bombs), a
+progressive JPEG's scans are counted before decoding (CPU bombs), decoding
+stops at a deadline, and a truncated file is an error, not a half-grey image.
 """
 
 from __future__ import annotations
@@ -18,19 +19,58 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ApiError
 
-ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP"}
-DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 7700x5200 photo
+# Pillow names a phone's JPEG that carries a second picture (depth map, preview) "MPO"; the first
+# picture is an ordinary JPEG and decodes as one, so it is accepted as JPEG (the trainer always did).
+JPEG_FORMATS = {"JPEG", "MPO"}
+ALLOWED_FORMATS = {*JPEG_FORMATS, "PNG", "WEBP", "BMP"}
+# 16 Mpx: a 4608x3456 (16 Mpx) camera frame or any 12 Mpx phone photo passes. Decoding one costs
+# ~48 MB for RGB (~112 MB for a 16-bit or RGBA PNG: the frame plus its RGB copy), so a few at once fit
+# the 600 MiB that a 1 GB Raspberry Pi 4's unit allows the service. The old 40 Mpx let one
+# 34-byte lossless WebP claiming 6000x6000 cost 414 MB, and 16 clients get the server OOM-killed.
+DEFAULT_MAX_PIXELS = 16_000_000
+# A progressive JPEG needs ~10 scans (libjpeg's default script has 10, mozjpeg's ~12, an MPO two
+# pictures' worth plus thumbnails); every extra scan makes libjpeg pass over the whole coefficient
+# buffer again: 5,000 copies of one scan in a 622 kB file cost 17-31 s of CPU. Counting SOS
+# markers is exact (entropy-coded data stuffs every 0xFF byte, so FF DA appears only as a
+# marker) and costs ~2.7 ms per MB of file, stopping at the limit.
+MAX_JPEG_SCANS = 100
+# Bytes Pillow hands the decoder at a time; between chunks the deadline is checked. 16 KB instead of
+# Pillow's 64 KB: a slow decode is stopped sooner, at ~200 more Python calls for a 3 MB photo.
+DECODE_CHUNK = 16 * 1024
 
 # Pillow's own bomb guard warns at 89 Mpx and raises at twice that; ours is
 # stricter and configurable, so turn Pillow's off to get one clear message.
 Image.MAX_IMAGE_PIXELS = None
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+class _Source(io.BytesIO):
+    """The image bytes, read by Pillow chunk by chunk while decoding: past the deadline, the next read stops it."""
+
+    deadline: float | None = None
+
+    def read(self, n=-1):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DeadlineExceeded()
+        return super().read(n)
+
+
+class DeadlineExceeded(ApiError):
+    def __init__(self):
+        super().__init__(503, "Expected the request to finish within the server's deadline. Received: an image that "
+                              "took longer to decode; retry later or send a smaller image", retry_after=2)
+
+
+def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats=ALLOWED_FORMATS,
+               deadline: float | None = None) -> Image.Image:
+    """Read the header only: format, size and mode are known, no pixel is decoded yet (Pillow opens lazily).
+
+    `deadline` (time.monotonic()) stops a decode that runs past it with a 503.
+    """
     if not data:
         raise ApiError(400, "Expected image bytes (JPEG, PNG, WebP or BMP). Received: an empty body")
     try:
-        img = Image.open(io.BytesIO(data))
+        src = _Source(data)
+        img = Image.open(src)
     except UnidentifiedImageError:
         head = data[:16]
         raise ApiError(
@@ -41,12 +81,54 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         # these from Image.open itself, e.g. "Truncated File Read" for a JPEG cut inside its
         # header, "could not create decoder object" for a WebP missing its last byte).
         raise ApiError(400, f"Expected a complete, decodable image. Received: {len(data)} bytes whose header fails to parse ({e})") from None
-    if img.format not in ALLOWED_FORMATS:
+    if img.format not in formats:
         raise ApiError(415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {img.format}")
     w, h = img.size
-    if w * h > max_pixels:
+    if max_pixels is not None and w * h > max_pixels:
         raise ApiError(413, f"Expected an image of at most {max_pixels:,} pixels. Received: {w}x{h} = {w * h:,} pixels")
+    if img.format in JPEG_FORMATS and (img.info.get("progressive") or img.info.get("progression")):
+        # Only progressive JPEGs: libjpeg refuses a baseline one with repeated scans at once (60 ms for
+        # 200 copies), and counting costs ~2.7 ms per MB (29 ms for a 10.7 MB file that decodes in 421 ms).
+        scans = count_scans(data, MAX_JPEG_SCANS)
+        if scans > MAX_JPEG_SCANS:
+            raise ApiError(400, f"Expected a JPEG of at most {MAX_JPEG_SCANS} scans. Received: more "
+                                "(a progressive JPEG repeating scans costs seconds of CPU per image)")
+    src.deadline = deadline
+    img.decodermaxblock = DECODE_CHUNK
+    # Whether EXIF may turn the image (a full-size copy): a JPEG's EXIF is in its header, but Pillow's
+    # PNG getexif() decodes the whole image to look for an eXIf chunk, so look for the chunk's name.
+    if img.format in JPEG_FORMATS:
+        try:
+            img.edgeport_may_rotate = img.getexif().get(EXIF_ORIENTATION, 1) in UPRIGHT
+        except Exception:  # noqa: BLE001 - a broken EXIF block: only the estimate is at stake, assume the copy
+            img.edgeport_may_rotate = True
+    else:
+        img.edgeport_may_rotate = b"eXIf" in data or b"EXIF" in data
     return img
+
+
+def count_scans(data: bytes, limit: int) -> int:
+    """SOS markers in a JPEG, counting stops past `limit`: one pass over a normal file, and a bomb is
+    refused at its limit+1st scan (bytes.count over 63 MB of 0xFF-rich scans took 0.5 s)."""
+    n = pos = 0
+    while n <= limit:
+        pos = data.find(b"\xff\xda", pos)
+        if pos < 0:
+            break
+        n += 1
+        pos += 2
+    return n
+
+
+def bytes_per_pixel(img: Image.Image) -> int:
+    """Bytes of one decoded pixel in the image's own mode (before conversion to RGB)."""
+    if img.mode.startswith("I;16"):
+        return 2
+    if img.mode in ("I", "F", "RGBX", "RGBA", "CMYK", "YCbCr"):
+        return 4  # Pillow stores 3-band modes in 4 bytes too
+    if img.mode == "RGB":
+        return 4
+    return len(img.getbands())
 
 
 EXIF_ORIENTATION = 0x0112
@@ -67,10 +149,71 @@ DECODE_MODES = ("exact", "fast")
 
 def reduced_scale(img: Image.Image, size: int) -> int:
     """The factor "fast" decoding divides this image by (1 = decoded in full), as Image.draft chooses it."""
-    if img.format != "JPEG":
+    if img.format not in JPEG_FORMATS:
         return 1
     fits = min(img.size[0] // size, img.size[1] // size)  # 0 for an image smaller than the model's input
     return next((s for s in (8, 4, 2) if fits >= s), 1)
+
+
+DECODER_OVERHEAD = 8 << 20  # zlib windows, libjpeg's buffers, Python objects: a few MiB whatever the size
+
+
+def decode_peak(img: Image.Image, size: int, fast: bool = False) -> int:
+    """Bytes decoding this (opened, not yet decoded) image can hold at its peak: the decoded frame in its
+    own mode, plus a full-size copy for each step that makes one (conversion to RGB, EXIF rotation;
+    Pillow keeps RGB in 4 bytes a pixel), plus the decoders' own buffers. Measured peak RSS growth on
+    4000x3000 files (estimate in brackets): RGB PNG 50 MiB (54), RGBA PNG 96 (100), 16-bit PNG 83 (134),
+    JPEG 51 (54), JPEG fast 4 (9); a 3000x3000 lossless WebP 162 (163): libwebp's animation decoder,
+    which Pillow uses for every WebP, keeps canvases of its own."""
+    scale = reduced_scale(img, size) if fast else 1
+    w, h = -(-img.size[0] // scale), -(-img.size[1] // scale)
+    px = w * h
+    frame = px * bytes_per_pixel(img) + DECODER_OVERHEAD
+    if img.format == "WEBP":
+        frame += px * 14
+    if img.mode.startswith("I"):
+        frame += px * (2 * bytes_per_pixel(img) + 1)  # _to_8bit: a numpy copy, the shifted values, the 8-bit result
+    copies = 0
+    if img.mode != "RGB" and not (scale > 1 and img.mode in ("L", "YCbCr", "CMYK")):
+        copies += 1  # convert("RGB") (after a reduced-scale decode the resize comes first: the copy is small)
+    if scale == 1 and getattr(img, "edgeport_may_rotate", True):
+        copies += 1  # transpose (never call img.getexif() here: for a PNG it decodes the whole image)
+    return frame + copies * px * 4 + size * size * 4
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit integer) greyscale -> 8-bit "L" by its top 8 bits.
+
+    Pillow's convert("RGB") clips such values at 255, so a 16-bit PNG came out near-white and was
+    answered confidently wrong. A 16-bit PNG opens as I;16; other files may give mode I with 16-bit
+    values (anything over 255 is taken as 16-bit).
+    """
+    a = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        return Image.fromarray((a >> 8).astype(np.uint8), "L")  # uint16 >> 8: no wider temporaries
+    if a.size and int(a.max()) > 255:
+        a = np.clip(a, 0, 65535) >> 8
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+
+
+def _cut_short(img: Image.Image) -> bool:
+    """A baseline JPEG cut short but ending with an EOI marker: libjpeg only warns ("premature end of
+    data segment") and Pillow does not pass warnings on; the blocks it had no data for are left zero,
+    which decodes to exactly (128, 128, 128). So: the last row of blocks entirely that grey.
+
+    A real photo's bottom 8 rows are never exactly flat 128 (sensor noise); a synthetic image with a
+    flat mid-grey bottom band would be refused (400) - the price of catching silent truncation,
+    measured in tests/test_hostile_images.py. Progressive JPEGs keep their earlier scans' coefficients
+    when cut, so they are not flat; a cut progressive JPEG is still answered (blurred): not caught.
+    """
+    if img.format not in JPEG_FORMATS or img.info.get("progressive") or img.info.get("progression"):
+        return False
+    if img.mode not in ("RGB", "L", "CMYK"):
+        return False
+    w, h = img.size
+    rows = max(1, min(h, 8 * img.size[1] // max(1, getattr(img, "_ep_full_height", h))))
+    tail = np.asarray(img.crop((0, h - rows, w, h)))
+    return tail.size > 0 and bool((tail == 128).all())
 
 
 def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dict | None = None) -> np.ndarray:
@@ -84,12 +227,16 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
     """
     t0 = time.perf_counter()
     box = None
+    img._ep_full_height = img.size[1]
     try:
         if fast and reduced_scale(img, size) > 1:
             # draft() also returns the source rectangle in the reduced image: its edges round up
             # (641 px at 1/2 is 321 px), so resizing that box maps exactly the original frame.
             box = img.draft("RGB", (size, size))[1]
         img.load()
+        if _cut_short(img):
+            raise ApiError(400, f"Expected a complete, decodable image. Received: a {img.format} cut short "
+                                "(its last rows carry no data; the file ends early)")
         t1 = time.perf_counter()
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         if box is not None:  # resize in the decoded frame, then turn upright: the box is in this frame
@@ -97,6 +244,8 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
         # Each of these returns a copy even when it has nothing to do: skip them when so.
         if orientation in UPRIGHT:
             img = img.transpose(UPRIGHT[orientation])
+        if img.mode.startswith("I"):
+            img = _to_8bit(img)
         if img.mode != "RGB":
             img = img.convert("RGB")
         if img.size != (size, size):
@@ -111,10 +260,10 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
     return arr
 
 
-def decode_to_array(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False,
-                    timings: dict | None = None) -> np.ndarray:
+def decode_to_array(data: bytes, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, fast: bool = False,
+                    timings: dict | None = None, formats=ALLOWED_FORMATS, deadline: float | None = None) -> np.ndarray:
     t0 = time.perf_counter()
-    img = open_image(data, max_pixels)
+    img = open_image(data, max_pixels, formats, deadline)
     opened = time.perf_counter()
     arr = to_model_input(img, size, fast=fast, timings=timings)
     if timings is not None:  # reading the header is part of decoding

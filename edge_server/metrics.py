@@ -69,6 +69,12 @@ class Gauge(Counter):
             self._values.clear()
 
 
+class CounterSnapshot(Gauge):
+    """A counter kept elsewhere (e.g. by the memory budget), copied in at scrape time."""
+
+    kind = "counter"
+
+
 class Histogram(_Metric):
     kind = "histogram"
 
@@ -104,7 +110,8 @@ class ServerMetrics:
 
     CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self):
+    def __init__(self, budget=None):
+        self.budget = budget
         self.requests = Counter("edgeport_http_requests_total", "HTTP requests by endpoint, method and status code.",
                                 ("endpoint", "method", "status"))
         self.latency = Histogram("edgeport_http_request_duration_seconds", "Whole-request latency by endpoint.", ("endpoint",))
@@ -119,8 +126,13 @@ class ServerMetrics:
                           "Model instances in the pool, threads per instance, and threads of the solo instance (0: none).", ("kind",))
         self.loaded = Gauge("edgeport_model_loaded_timestamp_seconds", "When the serving model finished loading (Unix time).")
         self.reloads = Counter("edgeport_model_reloads_total", "Model reloads by result.", ("result",))
+        self.memory = Gauge("edgeport_memory_budget_bytes",
+                            "The request memory budget: total, reserved by requests now, and the highest reservation seen.", ("kind",))
+        self.refused = CounterSnapshot("edgeport_memory_refusals_total",
+                             "Requests refused for memory: 413 (could never fit the budget), 503 (no room in time).", ("status",))
         self.in_flight.set(value=0)
-        self.all = [self.requests, self.latency, self.stages, self.in_flight, self.model_info, self.pool, self.loaded, self.reloads]
+        self.all = [self.requests, self.latency, self.stages, self.in_flight, self.model_info, self.pool, self.loaded, self.reloads,
+                    self.memory, self.refused]
 
     def set_model(self, svc) -> None:
         m = svc.bundle.meta
@@ -137,6 +149,11 @@ class ServerMetrics:
                 self.stages.observe(stage, value=timings_ms[stage] / 1e3)
 
     def render(self) -> str:
+        if self.budget is not None:  # read at scrape time: the budget counts under its own lock
+            for kind, v in (("total", self.budget.total), ("reserved", self.budget.used), ("peak", self.budget.peak)):
+                self.memory.set(kind, value=v)
+            for status, n in dict(self.budget.refused).items():
+                self.refused.set(status, value=n)
         lines = []
         for m in self.all:
             lines += m.render()

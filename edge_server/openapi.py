@@ -34,9 +34,12 @@ ERROR_REASONS = {
     400: "The request is malformed: the message says what was expected and what arrived.",
     401: "The server has an API key and the request carried none, or a wrong one.",
     404: "Unknown model name or version.",
-    413: "The body is larger than the server's limit, or the image has more pixels than allowed.",
+    413: "The body is larger than the server's limit, the image has more pixels than allowed, or the request "
+         "would need more memory than the server's budget holds.",
     415: "The Content-Type, or the image format, is not one this endpoint takes.",
     422: "Understood, but could not be done.",
+    503: "Busy: other requests hold the memory this one needs, or it ran past the server's deadline. Retry after "
+         "the seconds in Retry-After.",
 }
 
 
@@ -232,7 +235,7 @@ def openapi_document(svc) -> dict:
                     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}}},
     }
     paths["/predict"] = {"post": op(
-        "predict", "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415,
+        "predict", "Classify one image", _json(_ref("PredictResponse"), "Labels with scores, highest first."), 400, 413, 415, 503,
         params=[top_k], body=image_body, e413="The body or the image's pixel count is over the server's limit.")}
 
     both("/v1/models/{{name}}{v}", "get", "tfserving_model_status", lambda i, p: op(
@@ -242,7 +245,7 @@ def openapi_document(svc) -> dict:
     both("/v1/models/{{name}}{v}:predict", "post", "tfserving_predict", lambda i, p: op(
         i, "TensorFlow Serving: predict (row or columnar format; the body is read as JSON whatever its Content-Type)",
         _json(_ref("TFPredictResponse"), "Class probabilities in label order, one list per instance."),
-        400, 404, 413, 415, params=p, body=json_body(_ref("TFPredictRequest")),
+        400, 404, 413, 415, 503, params=p, body=json_body(_ref("TFPredictRequest")),
         e415="A b64 value that is not a JPEG, PNG, WebP or BMP image (any Content-Type is read as JSON)."))
 
     paths["/v2/health/live"] = {"get": op("v2_server_live", "Open Inference Protocol: server live", _json(
@@ -279,7 +282,7 @@ def openapi_document(svc) -> dict:
         ok["headers"] = {"Inference-Header-Content-Length": {
             "description": "With binary outputs: the length of the JSON header at the start of the body.",
             "schema": {"type": "integer", "minimum": 1}}}
-        return op(op_id, "Open Inference Protocol: infer", ok, 400, 404, 413, 415, params=[*p, header], body=body)
+        return op(op_id, "Open Inference Protocol: infer", ok, 400, 404, 413, 415, 503, params=[*p, header], body=body)
 
     both("/v2/models/{{name}}{v}/infer", "post", "v2_infer", infer_op)
 

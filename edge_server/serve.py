@@ -52,8 +52,19 @@ def install_sighup(app) -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=reload_in_background, daemon=True).start())
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def exposure_warning(settings: ServerSettings) -> str | None:
+    """A warning for a server anyone on the network can call without a key, or None."""
+    if settings.host in LOOPBACK or settings.host.startswith("127.") or settings.api_key:
+        return None
+    return (f"edgeport: warning: listening on {settings.host} without an API key: anyone who can reach this "
+            "address can use the model. Add --api-key-file FILE, or bind 127.0.0.1 behind a reverse proxy.")
+
+
 def serve(settings: ServerSettings) -> None:
-    from waitress import serve as waitress_serve
+    from .http_server import make_server
 
     configure_logging()
     t0 = time.perf_counter()
@@ -74,10 +85,11 @@ def serve(settings: ServerSettings) -> None:
     # Drop our reference: serve() lives as long as the server, and a local here would keep
     # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
     del svc
-    waitress_serve(
-        app, host=settings.host, port=settings.port, threads=http_threads, ident="edgeport", _quiet=True,
-        # waitress refuses bodies over its own limit with a plain-text 413 before the app sees them; keep
-        # its limit above ours so that the app answers the usual oversize case with a JSON 413.
-        max_request_body_size=settings.max_body_bytes * 2 + (1 << 20),
-        channel_timeout=60, connection_limit=256,
-    )
+    budget = app.extensions["edgeport"].budget
+    print(f"edgeport: request memory budget {budget.total >> 20} MiB ({budget.source})", flush=True)
+    warning = exposure_warning(settings)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    # waitress refuses bodies over the limit from their Content-Length, before buffering a byte, and
+    # answers JSON like the app (http_server.py): slow, idle and smuggling clients are guarded there.
+    make_server(app, settings, http_threads).run()

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .bundle import Bundle, load_bundle
 from .errors import ApiError, BundleError, EdgeError
-from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_to_array
+from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, DeadlineExceeded, decode_peak, open_image, to_model_input
 from .pool import RuntimePool
 from .runtimes import RuntimeOptions, open_runtime
 
@@ -80,6 +80,25 @@ def choose_decode(requested: str, meta: dict) -> tuple[str, str]:
     return "fast", f"auto: fast decoding agreed with exact on {agreement:.1%} of {check.get('images')} of this model's images"
 
 
+def _without_paths(source):
+    """bundle.json's source, with file paths cut to their names: GET /model is public, and the
+    exporter's absolute paths say who built the model where (user names, folder layout)."""
+    if not isinstance(source, dict):
+        return source
+    return {k: (os.path.basename(v) if isinstance(v, str) and (v.startswith("/") or ":\\" in v) else v) for k, v in source.items()}
+
+
+class NoGuard:
+    """What a service does about memory and time outside a server (the predict command, tests): nothing.
+    The server installs its own guard (app.RequestGuard): a memory reservation and a deadline per request."""
+
+    def admit(self, nbytes: int, what: str) -> None:
+        pass
+
+    def deadline(self) -> float | None:
+        return None
+
+
 def to_probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
     """Model output -> one probability per class."""
     if activation == "sigmoid" and scores.shape[1] == 1:
@@ -119,6 +138,7 @@ class ModelService:
         if len(self.labels) != self.n_classes:
             raise BundleError(f"The model has {self.n_classes} classes but {len(self.labels)} labels were given")
         self.decode_mode, self.decode_reason = choose_decode(self.options.decode, bundle.meta)
+        self.guard = NoGuard()
         self.ready = False
         self.loaded_at = time.time()
 
@@ -189,7 +209,23 @@ class ModelService:
         return (self.bundle.output or {}).get("name") or self.pool.first.output.name
 
     def decode(self, data: bytes, timings: dict | None = None) -> np.ndarray:
-        return decode_to_array(data, self.size, self.options.max_pixels, fast=self.decode_mode == "fast", timings=timings)
+        return self._decode_opened(self.open(data), timings)
+
+    def open(self, data: bytes):
+        """Header only: format, size, scans checked; the deadline armed for the decode to come."""
+        t0 = time.perf_counter()
+        img = open_image(data, self.options.max_pixels, deadline=self.guard.deadline())
+        return data, time.perf_counter() - t0, img
+
+    def _decode_opened(self, opened, timings: dict | None = None) -> np.ndarray:
+        data, t_open, img = opened
+        try:
+            arr = to_model_input(img, self.size, fast=self.decode_mode == "fast", timings=timings)
+        finally:
+            img.close()  # the decoded frame goes now, not when the batch's list of images does (32 x 48 MB)
+        if timings is not None:  # reading the header is part of decoding
+            timings["decode"] += t_open * 1e3
+        return arr
 
     def check_pixels(self, x: np.ndarray, where: str = "input") -> np.ndarray:
         """A client's pixel tensor -> (N, S, S, 3) in range 0-255, or a 400 naming what was expected."""
@@ -208,7 +244,13 @@ class ModelService:
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, classes) probabilities."""
-        with self.pool.acquire() as rt:
+        deadline = self.guard.deadline()
+        timeout = 30.0
+        if deadline is not None:  # a request past its deadline does not take an instance from those that are not
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise DeadlineExceeded()
+        with self.pool.acquire(timeout) as rt:
             scores = rt.run(pixels)
         return to_probabilities(scores, self.activation)
 
@@ -225,13 +267,21 @@ class ModelService:
     def _probabilities_for_images(self, images: list[bytes]) -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "preprocess": 0.0}
+        # Every header first (cheap), so the request's peak is known before any pixel is decoded:
+        # images are decoded one after another, so the peak is the largest one plus the batch.
+        opened = [self.open(data) for data in images]
+        fast = self.decode_mode == "fast"
+        peak = max(decode_peak(img, self.size, fast) for _, _, img in opened) + len(images) * self.size * self.size * 3
+        biggest = max(opened, key=lambda o: o[2].size[0] * o[2].size[1])[2]
+        self.guard.admit(peak, f"{len(images)} image(s), the largest {biggest.format} {biggest.size[0]}x{biggest.size[1]} {biggest.mode}")
         if len(images) == 1:  # the common case: no stacking copy
-            batch = self.decode(images[0], timings)[None]
+            batch = self._decode_opened(opened[0], timings)[None]
         else:
             batch = np.empty((len(images), self.size, self.size, 3), np.uint8)
-            for i, data in enumerate(images):
+            for i in range(len(opened)):
                 one: dict = {}
-                batch[i] = self.decode(data, one)
+                o, opened[i] = opened[i], None
+                batch[i] = self._decode_opened(o, one)
                 timings["decode"] += one["decode"]
                 timings["preprocess"] += one["preprocess"]
         t1 = time.perf_counter()
@@ -257,7 +307,7 @@ class ModelService:
             "name": self.name, "version": self.version, "format": m.get("format"), "precision": m.get("precision"),
             "labels": self.labels, "input": m.get("input"), "output": m.get("output"), "backend": self.backend,
             "pool_size": self.pool_size, "threads_per_instance": self.threads, "solo_threads": self.solo_threads,
-            "source": m.get("source"),
+            "source": _without_paths(m.get("source")),
             "decode": {"mode": self.decode_mode, "why": self.decode_reason},
             "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_server.bundle import write_bundle
+from edge_server.bundle import _alive, write_bundle
 
 from . import calibration as calib
 from .errors import ExportError, VerificationError
@@ -99,6 +100,42 @@ def _items(source, part: str):
     return None
 
 
+WORKDIR_PREFIX = "edgeport-export-"
+# edgeport-export-PID-RANDOM: the pid says whose it is, so a later export can remove folders whose
+# exporter was killed (they held a converted model each, forever) and leave a running one's alone.
+_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}(\d+)-")
+
+
+def clean_orphaned_workdirs(tmp: str | Path | None = None) -> list[Path]:
+    """Remove temporary export folders whose owning process is dead; returns what was removed."""
+    removed = []
+    root = Path(tmp or tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _WORKDIR.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not _alive(int(m[1])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def check_destination(out: Path, need_bytes: int) -> None:
+    """Fail in a second, with one line, where the bundle cannot be written: not after ~27 s of work."""
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.probe-")
+        probe.close()
+    except OSError as e:
+        raise ExportError(f"Expected a writable folder for the bundle. Received: {str(parent)!r} ({e.strerror})") from None
+    free = shutil.disk_usage(parent).free
+    if free < need_bytes:
+        raise ExportError(f"Expected at least {need_bytes >> 20} MiB free for the bundle. Received: {free >> 20} MiB free in {str(parent)!r}")
+
+
 def export(cfg: ExportConfig, log=print) -> ExportResult:
     fmt, precision, threads = _defaults(cfg)
     fmt_spec, prec = lookup(fmt, precision)
@@ -120,6 +157,9 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         verify_items = calib_items or (calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else None)
     if not verify_items:
         raise ExportError("Verification needs images: pass --images DIR (held-out images, ideally one subfolder per class)")
+    # The bundle is at most about as large as the source model (int8: a quarter), plus bundle.json.
+    check_destination(out, _size_of(source.model_path) + (1 << 20))
+    clean_orphaned_workdirs()
 
     import tensorflow as tf  # noqa: F401  (first TensorFlow import: after the cheap checks)
 
@@ -133,7 +173,7 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     verify_items = calib.spread(verify_items, cfg.verify_size, cfg.seed)
     x_ver, y_ver = calib.load_images(verify_items, size, log)
 
-    workdir = Path(tempfile.mkdtemp(prefix="edgeport-export-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
         converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
@@ -157,10 +197,21 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
         meta["export"]["io_dtype"] = io_dtype
         write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
+    except OSError as e:  # a full disk, a read-only folder: one line, not a traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise ExportError(f"Expected to write the export. Received: {e.strerror or e}{where}; {out} is as it was") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"bundle saved: {out}")
     return ExportResult(out, meta)
+
+
+def _size_of(path) -> int:
+    p = Path(path)
+    try:
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    except OSError:
+        return 0
 
 
 def _bundle_meta(source, fmt, precision, model_file: Path, activation, size, figures, device, n_calibration) -> dict:

@@ -38,6 +38,7 @@ def test_metrics_after_requests(server, heldout_dir):
         "edgeport_stage_duration_seconds": "histogram", "edgeport_http_requests_in_flight": "gauge",
         "edgeport_model_info": "gauge", "edgeport_model_instances": "gauge",
         "edgeport_model_loaded_timestamp_seconds": "gauge", "edgeport_model_reloads_total": "counter",
+        "edgeport_memory_budget_bytes": "gauge", "edgeport_memory_refusals_total": "counter",
     }
     assert series['edgeport_http_requests_total{endpoint="/predict",method="POST",status="200"}'] >= 3
     assert series['edgeport_http_requests_total{endpoint="/predict",method="POST",status="400"}'] >= 1

@@ -1,9 +1,10 @@
 """The user's images: one subfolder per class -> a seeded, stratified split of decoded pixels.
 
-Images are decoded with Pillow exactly as the edge server decodes them
-(EXIF-rotated, RGB, bilinear resize to the model's square input), so the
-model is trained on the pixels it will be served; tests/test_skew.py keeps
-the two in step. Every file is checked before training starts: one bad file
+Images are decoded by the edge server's own decoder (edge_server.imageio:
+EXIF-rotated, RGB, bilinear resize to the model's square input, 16-bit
+greyscale scaled to 8 bits, truncated files refused), so the model is
+trained on the pixels it will be served; tests/test_skew.py keeps the two
+in step. Every file is checked before training starts: one bad file
 is skipped and listed, never a crash at epoch 7.
 """
 
@@ -15,20 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from edge_server.errors import ApiError
+from edge_server.imageio import ALLOWED_FORMATS, decode_to_array
 
 from .errors import TrainerError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
 
 
+# The server's formats plus GIF, which training folders often hold (the server refuses it: a GIF
+# upload is rarely a photo, and animated ones decode frame by frame). Pixel limit: Pillow's own bomb
+# threshold; the server's tighter one is about a small board's memory, not about the training machine.
+TRAIN_FORMATS = ALLOWED_FORMATS | {"GIF"}
+TRAIN_MAX_PIXELS = 178_956_970
+
+
 def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """File -> (size, size, 3) uint8 RGB. Must match edge_server.imageio.decode_to_array."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+    """File -> (size, size, 3) uint8 RGB, by the server's decoder (exact mode). Raises ValueError for a file
+    it refuses, with the server's reason."""
+    try:
+        return decode_to_array(Path(path).read_bytes(), size, TRAIN_MAX_PIXELS, formats=TRAIN_FORMATS)
+    except ApiError as e:
+        raise ValueError(e.message) from None
 
 
 @dataclass
@@ -59,15 +68,14 @@ class Split:
 
 
 def _check_image(path: Path) -> str | None:
-    """None if Pillow can decode the file, else why not."""
+    """None if the decoder accepts the file (the server's checks: truncation, scans, formats), else why not."""
     try:
-        with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:  # verify() does not decode pixels; load() does
-            img.load()
+        decode_image(path, 8)
         return None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
         return f"{type(e).__name__}: {e}"
+    except ValueError as e:
+        return str(e)
 
 
 def scan_folder(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, str]]]:

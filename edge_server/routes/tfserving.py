@@ -88,7 +88,7 @@ def _batch(items: list, where: str, svc: ModelService):
 @bp.post("/v1/models/<name>/versions/<version>:predict")
 def predict(name: str, version: str | None = None):
     svc = state().model(name, version)
-    body = json_body(any_content_type=True)
+    body = json_body(svc.size, any_content_type=True)
     sig = body.get("signature_name", SIGNATURE)
     if sig not in (SIGNATURE, ""):
         raise ApiError(400, f"Expected signature_name {SIGNATURE!r}. Received: {sig!r}")

@@ -17,7 +17,6 @@ binary outputs (`binary_data_output`, or `binary_data` on the output).
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 
@@ -28,7 +27,7 @@ from .. import __version__
 from ..app import state
 from ..errors import ApiError
 from ..service import ModelService
-from .common import b64_image, check_batch, json_body, pixel_array, record
+from .common import b64_image, check_batch, json_body, parse_json, pixel_array, record
 
 bp = Blueprint("v2", __name__)
 
@@ -80,20 +79,20 @@ def model_ready(name: str, version: str | None = None):
     return jsonify({"name": svc.name, "ready": svc.ready}), (200 if svc.ready else 400)
 
 
-def _request_json() -> tuple[dict, bytes]:
+def _request_json(size: int) -> tuple[dict, bytes]:
     """The JSON request and, with the binary tensor data extension, the bytes after it."""
     header_len = request.headers.get(BINARY_HEADER)
     if header_len is None:
-        return json_body(), b""
+        return json_body(size), b""
     raw = request.get_data(cache=False)
     try:
         n = int(header_len)
         if not 0 < n <= len(raw):
             raise ValueError
-        body = json.loads(raw[:n])
-    except (ValueError, RecursionError):  # RecursionError: a header nested thousands deep
+    except ValueError:
         raise ApiError(400, f"Expected {BINARY_HEADER} to give the length of a JSON header within the body "
-                            f"({len(raw)} bytes). Received: {header_len!r}") from None
+                            f"({len(raw)} bytes). Received: {header_len[:40]!r}") from None
+    body = parse_json(raw[:n], size, "the inference header")
     if not isinstance(body, dict):
         raise ApiError(400, f"Expected a JSON object as the inference header. Received: a JSON {type(body).__name__}")
     return body, raw[n:]
@@ -238,7 +237,7 @@ def _respond(resp: dict, binary_outputs: list[bytes]):
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     svc = state().model(name, version)
-    body, binary = _request_json()
+    body, binary = _request_json(svc.size)
     t, tbinary = _input(body, binary)
     top_k, binary_out = _outputs(body, svc)
     datatype = t["datatype"]
