@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--only", nargs="+", help="dataset names to run")
+    ap.add_argument("--per-class", type=int, nargs="+", help="cell sizes (images per class) instead of each dataset's own")
     ap.add_argument("--json", type=Path, help="write the cells as JSON here")
     ap.add_argument("--table", type=Path, nargs="+", help="print the table of earlier --json files (runs split across processes)")
     args = ap.parse_args(argv)
@@ -190,6 +191,8 @@ def main(argv=None) -> int:
         datasets, args.size, args.epochs, args.seeds = QUICK, 64, 1, [0]
     if args.only:
         datasets = tuple(d for d in datasets if d.name in args.only)
+    if args.per_class:
+        datasets = tuple(Dataset(d.name, tuple(args.per_class), d.val_per_class) for d in datasets)
     seed_keras_home()
     sys.path.insert(0, str(ROOT))
     started = time.perf_counter()

@@ -6,9 +6,11 @@ bash scripts/setup.sh train,edge,dev
 # Host tools: the suite needs only bash and Python. The one optional tool it uses is Debian's
 # chromium (tests/test_server_page.py, driven by playwright from the [dev] extra): installed here
 # when missing and we can (root + apt-get); failing that, the page tests skip with the reason.
-# No test needs rsync, scp/ssh, qemu, cgroups, systemd or promtool: `deploy --target` is tested
-# with the commands faked and both the rsync and the scp branch forced; qemu (scripts/arm64_proof.sh)
-# and cgroups (benchmarks/bench_small_board.py) are used outside the suite only.
+# No test needs rsync, scp/ssh, qemu, systemd or promtool: `deploy --target` is tested with the
+# commands faked and both the rsync and the scp branch forced; qemu (scripts/arm64_proof.sh) is used
+# outside the suite only. tests/test_attack.py caps the server with a memory cgroup where one is
+# writable and skips with the reason where not. ../shared (real weights and images) is optional:
+# the tests that read it skip with a one-line reason where it is absent.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test: installing chromium for the page test"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
