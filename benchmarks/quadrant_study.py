@@ -127,6 +127,7 @@ def run_cell(ds: Dataset, per_class: int, val_dir: Path, pool: dict, similarity:
 
     rows = {s: [] for s in STRATEGIES}
     times = {s: [] for s in STRATEGIES}
+    undone = {s: 0 for s in STRATEGIES}  # fine-tuning phases that never beat the solved head, so were undone
     n_train = 0
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
@@ -144,6 +145,7 @@ def run_cell(ds: Dataset, per_class: int, val_dir: Path, pool: dict, similarity:
             report = train(cfg, log=lambda m: None).report
             times[strategy].append(time.perf_counter() - t)
             rows[strategy].append(report["metrics"]["val_accuracy"])
+            undone[strategy] += sum(1 for p in report["phases"] if p.get("kept") is False)
             shutil.rmtree(work / "runs" / cfg.name, ignore_errors=True)
             print(f"  {ds.name} {per_class or 'all'}/class seed {seed} strategy {strategy}: "
                   f"{rows[strategy][-1]:.3f} in {times[strategy][-1]:.0f} s", flush=True)
@@ -155,7 +157,7 @@ def run_cell(ds: Dataset, per_class: int, val_dir: Path, pool: dict, similarity:
     tolerance = max(2.0, 100 * max(spread[best], spread[pick]))
     return {"dataset": ds.name, "per_class": per_class or "all", "train_images": n_train // len(args.seeds),
             "similarity": similarity, "accuracy": mean, "spread": spread, "seconds": {s: float(np.mean(v)) for s, v in times.items()},
-            "rule": pick, "best": best, "gap_points": round(gap, 2), "within": gap <= tolerance}
+            "rule": pick, "best": best, "fine_tuning_undone": undone, "gap_points": round(gap, 2), "within": gap <= tolerance}
 
 
 def markdown(cells: list[dict], sims: dict) -> str:
