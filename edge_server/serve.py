@@ -68,9 +68,13 @@ def serve(settings: ServerSettings) -> None:
         f"{svc.pool_size} instances x {svc.threads} threads"
         f"{f' + 1 x {svc.solo_threads} for a request that arrives alone' if svc.solo_threads else ''}) on http://{settings.host}:{settings.port} "
         f"- ready in {time.perf_counter() - t0:.2f} s\n"
-        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})",
+        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})\n"
+        f"edgeport: preprocessing {svc.preprocessing.describe()} "
+        f"({'in the model graph' if not svc.bundle.meta.get('bare') else svc.preprocessing.origin + ', applied by the server'})",
         flush=True,
     )
+    for warning in svc.warnings:  # one line each, after the start line: a bare file whose preprocessing is a guess
+        print(f"edgeport: warning: {warning}", flush=True)
     # Drop our reference: serve() lives as long as the server, and a local here would keep
     # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
     del svc

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="threads for verification latency (default: from device)")
     p.add_argument("--calibration-size", type=int, default=200)
     p.add_argument("--out", type=Path, help="bundle folder (default: bundles/NAME.FORMAT-PRECISION)")
+    from edge_server.preprocessing import add_arguments
+
+    add_arguments(p, "What the source model's input expects. It is folded into the exported graph, so the bundle takes raw "
+                     "0-255 RGB like every other. Default: raw 0-255 RGB (a trainer run's models all do).")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="compare bundles side by side: size, accuracy, agreement, latency")
@@ -34,12 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args) -> int:
+    from edge_server.preprocessing import from_args
+
     from .pipeline import ExportConfig, export
 
     export(ExportConfig(
         source=args.source, format=args.format, precision=args.precision, labels=args.labels,
         calibration=args.calibration, images=args.images, device=args.device, min_agreement=args.min_agreement,
         out=args.out, threads=args.threads, calibration_size=args.calibration_size, io_dtype=args.io_dtype,
+        preprocessing=from_args(args),
     ))
     return 0
 

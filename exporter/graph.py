@@ -24,6 +24,24 @@ def input_size(model) -> int:
     return int(shape[1])
 
 
+def with_preprocessing(model, pre):
+    """The model behind a fixed 1x1 convolution doing the declared preprocessing, so the graph takes raw 0-255 RGB.
+
+    `pre` (edge_server.preprocessing.Preprocessing) is an affine map per pixel: channel reorder, then
+    (x - mean) / std. As a Conv2D it converts to one builtin op in TFLite (int8 included) and in ONNX,
+    and the verification's Keras reference runs the same wrapped model.
+    """
+    import keras
+
+    w, b = pre.affine()
+    size = input_size(model)
+    inp = keras.Input((size, size, 3), name=INPUT_NAME)
+    conv = keras.layers.Conv2D(3, 1, name="declared_preprocessing", trainable=False)
+    x = conv(inp)
+    conv.set_weights([w.reshape(1, 1, 3, 3), b])
+    return keras.Model(inp, model(x), name=f"{model.name}_raw_rgb")
+
+
 def signature(model):
     import tensorflow as tf
 

@@ -41,6 +41,8 @@ class ExportConfig:
     calibration_size: int = 200
     verify_size: int = 200
     seed: int = 0
+    # What the source model expects (edge_server.preprocessing.Preprocessing); folded into the exported graph.
+    preprocessing: object | None = None
 
 
 @dataclass
@@ -125,6 +127,12 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
 
     model = source.load_model()
     size = input_size(model)
+    pre = cfg.preprocessing
+    if pre is not None and not pre.identity:
+        from .graph import with_preprocessing
+
+        model = with_preprocessing(model, pre)  # the bundle takes raw 0-255 RGB like every other
+        log(f"preprocessing: {pre.describe()}, folded into the graph")
     activation = output_activation(model)
     x_cal = None
     if calib_items:
@@ -156,6 +164,8 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             )
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
         meta["export"]["io_dtype"] = io_dtype
+        if pre is not None:
+            meta["source"]["preprocessing"] = pre.to_dict() | {"folded_into_graph": True}
         write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

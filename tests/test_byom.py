@@ -78,3 +78,29 @@ def test_efficientnet_exports_to_onnx(foreign, tmp_path, precision):
                           min_agreement=floor)
     assert _onnx_inputs(out / "model.onnx") == ["image"]
     assert result.meta["verification"]["top1_agreement"] >= floor
+
+
+@pytest.mark.parametrize("fmt, precision", [("tflite", "int8"), ("onnx", "float32")])
+def test_declared_preprocessing_is_folded_into_the_bundle(tmp_path, fmt, precision):
+    """A model expecting [0, 1], exported with --input-range 0-1: the bundle takes raw pixels and answers right."""
+    from PIL import Image
+
+    from edge_server.cli import main
+    from test_byom_serve import LEVELS, brightness_keras, png
+
+    brightness_keras().save(tmp_path / "bright.keras")
+    (tmp_path / "labels.txt").write_text("\n".join(LEVELS) + "\n")
+    for label, level in LEVELS.items():
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for d in (-12, -4, 4, 12):
+            Image.new("RGB", (16, 16), (level + d,) * 3).save(tmp_path / "images" / label / f"{d}.png")
+    out = tmp_path / "bundle"
+    assert main(["export", str(tmp_path / "bright.keras"), "--labels", str(tmp_path / "labels.txt"), "--format", fmt,
+                 "--precision", precision, "--images", str(tmp_path / "images"), "--calibration", str(tmp_path / "images"),
+                 "--input-range", "0-1", "--out", str(out)]) == 0
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["input"]["value_range"] == [0, 255] and meta["source"]["preprocessing"]["folded_into_graph"]
+    svc = ModelService.from_path(out)  # no flags: a bundle takes raw 0-255 RGB
+    assert svc.warnings == [] and meta["verification"]["top1_agreement"] == 1.0
+    for label, level in LEVELS.items():
+        assert svc.predict_bytes(png([level] * 3), 1)[0][0]["label"] == label

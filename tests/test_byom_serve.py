@@ -1,0 +1,139 @@
+"""Bare model files from elsewhere: their preprocessing is declared (or read from the file), never assumed."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import edgeport_cmd
+from edge_server.app import create_app
+from edge_server.errors import BundleError, EdgeError
+from edge_server.preprocessing import declared
+from edge_server.service import ModelService, ServiceOptions
+from edge_server.settings import ServerSettings
+
+SIZE = 16
+LEVELS = {"dark": 25, "mid": 128, "light": 230}  # grey level -> the class a [0, 1] brightness model must answer
+
+
+def png(rgb, size=40) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), tuple(rgb)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def brightness_keras():
+    """Expects [0, 1]: logits dark 0, mid 20m-5, light 40m-20 over mean brightness m. Fed raw 0-255, it says 'light' for anything."""
+    import keras
+
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.layers[-1].set_weights([np.tile(np.array([[0.0, 20 / 3, 40 / 3]], np.float32), (3, 1)),
+                                  np.array([0.0, -5.0, -20.0], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def unit_range_tflite(tmp_path_factory):
+    """A bare .tflite straight from TFLiteConverter, expecting [0, 1], with its labels file."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("unit")
+    (root / "brightness.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(brightness_keras()).convert())
+    (root / "labels.txt").write_text("\n".join(LEVELS) + "\n")
+    return root
+
+
+MEAN_BGR, STD_BGR = (103.94, 116.78, 123.68), (57.4, 57.1, 58.4)  # caffe-style, in the model's (BGR) channel order
+
+
+@pytest.fixture(scope="module")
+def bgr_onnx(tmp_path_factory):
+    """A bare .onnx whose logits are its input's mean colour, per BGR channel, as it expects: (BGR - mean) / std."""
+    from onnx import TensorProto, helper, save
+
+    root = tmp_path_factory.mktemp("bgr")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image", "axes"], ["m"], keepdims=0),
+         helper.make_node("Mul", ["m", "gain"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "bgr_mean", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+                     helper.make_tensor("gain", TensorProto.FLOAT, [], [4.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    save(model, str(root / "bgr.onnx"))
+    (root / "labels.txt").write_text("blue\ngreen\nred\n")
+    return root
+
+
+def test_bare_tflite_expecting_unit_range_is_wrong_undeclared_and_right_declared(unit_range_tflite):
+    model, labels = unit_range_tflite / "brightness.tflite", unit_range_tflite / "labels.txt"
+    raw = ModelService.from_path(model, labels, ServiceOptions(pool_size=1, threads=1, solo_threads=0))
+    assert len(raw.warnings) == 1 and "--input-range" in raw.warnings[0]
+    assert {raw.predict_bytes(png([v] * 3), 1)[0][0]["label"] for v in LEVELS.values()} == {"light"}  # the silent failure
+    ok = ModelService.from_path(model, labels, ServiceOptions(pool_size=1, threads=1, solo_threads=0,
+                                                              preprocessing=declared(input_range="0-1")))
+    assert ok.warnings == []
+    for label, level in LEVELS.items():
+        assert ok.predict_bytes(png([level] * 3), 1)[0][0]["label"] == label
+    info = ok.describe()
+    assert info["preprocessing"]["origin"] == "declared" and info["preprocessing"]["applied_by"] == "server"
+    assert info["input"]["value_range"] == [0.0, 1.0]
+
+
+def test_bare_onnx_expecting_bgr_mean_std_served_over_http_once_declared(bgr_onnx):
+    pre = declared(mean=",".join(map(str, MEAN_BGR)), std=",".join(map(str, STD_BGR)), color_order="BGR")
+    svc = ModelService.from_path(bgr_onnx / "bgr.onnx", bgr_onnx / "labels.txt",
+                                 ServiceOptions(pool_size=1, threads=1, solo_threads=0, preprocessing=pre))
+    client = create_app(svc, ServerSettings(bundle=bgr_onnx / "bgr.onnx", access_log=False)).test_client()
+    for rgb, label in (((250, 20, 20), "red"), ((20, 250, 20), "green"), ((20, 20, 250), "blue"), ((130, 120, 110), "red")):
+        body = client.post("/predict", data=png(rgb), content_type="image/png").get_json()
+        bgr = np.array(rgb[::-1], np.float32)
+        logits = 4.0 * (bgr - MEAN_BGR) / STD_BGR
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        top = body["predictions"][0]
+        assert top["label"] == label and abs(top["score"] - expected.max()) < 1e-4, (rgb, body)
+    model = client.get("/model").get_json()
+    assert model["preprocessing"]["color_order"] == "BGR" and model["preprocessing"]["mean"] == list(MEAN_BGR)
+    assert model["input"]["color_order"] == "BGR" and model["warnings"] == []
+    page = client.get("/").get_data(as_text=True)
+    assert "preprocessing" in page  # the page shows /model's preprocessing row
+
+
+def test_preprocessing_flags_on_a_bundle_are_refused(tmp_path, bgr_onnx):
+    from edge_server.bundle import write_bundle
+
+    bundle = write_bundle(tmp_path / "b", bgr_onnx / "bgr.onnx", {
+        "name": "b", "format": "onnx", "labels": ["blue", "green", "red"],
+        "input": {"shape": [-1, SIZE, SIZE, 3], "dtype": "float32"}, "output": {"shape": [-1, 3], "dtype": "float32"}})
+    with pytest.raises(BundleError, match=r"only with a bare .tflite/.onnx.*Received: RGB, pixels mapped to 0-1"):
+        ModelService.from_path(bundle, options=ServiceOptions(preprocessing=declared(input_range="0-1")))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(input_range="0-1", mean="1,2,3"), "either --input-range or --mean/--std"),
+    (dict(mean="1,2"), "three comma-separated numbers"),
+    (dict(std="0"), "not zero"),
+])
+def test_bad_preprocessing_flags_are_one_line_errors(kw, match):
+    with pytest.raises(EdgeError, match=match):
+        declared(**kw)
+
+
+def test_cli_predict_and_serve_take_the_flags(unit_range_tflite, tmp_path):
+    import subprocess
+
+    img = tmp_path / "dark.png"
+    img.write_bytes(png([25] * 3))
+    base = [*edgeport_cmd(), "predict", str(unit_range_tflite / "brightness.tflite"), str(img), "--json",
+            "--labels", str(unit_range_tflite / "labels.txt")]
+    raw = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert json.loads(raw.stdout)["predictions"][0]["label"] == "light"
+    assert [l for l in raw.stderr.splitlines() if "warning" in l][0].startswith("edgeport predict: warning: brightness.tflite")
+    ok = subprocess.run([*base, "--input-range", "0-1"], capture_output=True, text=True, timeout=60)
+    assert json.loads(ok.stdout)["predictions"][0]["label"] == "dark" and "warning" not in ok.stderr
