@@ -20,7 +20,7 @@ from edge_server.bundle import write_bundle
 from . import calibration as calib
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
-from .graph import INPUT_NAME, OUTPUT_NAME, input_size, output_activation
+from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
 from .source import resolve_source
 from .verify import table, verify_export
 
@@ -43,6 +43,8 @@ class ExportConfig:
     seed: int = 0
     # What the source model expects (edge_server.preprocessing.Preprocessing); folded into the exported graph.
     preprocessing: object | None = None
+    image_size: int | None = None  # for a model built for any input size (None, None, 3)
+    unsafe_deserialization: bool = False  # let Keras run a trusted file's Lambda code (safe_mode=False)
 
 
 @dataclass
@@ -95,6 +97,23 @@ def _defaults(cfg: ExportConfig) -> tuple[str, str, int]:
     return fmt, precision, threads
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up lines dropped.
+
+    TensorFlow 2.21 logs "oneDNN custom operations are on" through absl before it reads
+    TF_CPP_MIN_LOG_LEVEL, straight to fd 2; an export's first line, or the one-line error
+    that follows, should not be buried under it. Lines other than absl INFO pass through.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    from edge_server.runtimes import native_info_filtered
+
+    with native_info_filtered(drop=("I0000 ", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")):
+        import tensorflow  # noqa: F401
+
+
 def _items(source, part: str):
     if source.split and source.split.get(part):
         return [(p, int(l)) for p, l in source.split[part]]
@@ -108,7 +127,7 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     floor = prec.min_agreement if cfg.min_agreement is None else cfg.min_agreement
     if not 0.0 <= floor <= 1.0:
         raise ExportError(f"--min-agreement must be between 0 and 1. Received: {floor}")
-    source = resolve_source(cfg.source, cfg.labels)
+    source = resolve_source(cfg.source, cfg.labels, unsafe_deserialization=cfg.unsafe_deserialization)
     out = Path(cfg.out) if cfg.out else Path("bundles") / f"{source.name}.{fmt}-{precision}"
 
     # Resolve every input before the slow steps, so a bad path fails in a second, not after conversion.
@@ -123,10 +142,10 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     if not verify_items:
         raise ExportError("Verification needs images: pass --images DIR (held-out images, ideally one subfolder per class)")
 
-    import tensorflow as tf  # noqa: F401  (first TensorFlow import: after the cheap checks)
+    import_tensorflow_quietly()  # the first TensorFlow import: after the cheap checks
 
     model = source.load_model()
-    size = input_size(model)
+    size = check_classifier(model, cfg.image_size)  # before any image is decoded
     pre = cfg.preprocessing
     if pre is not None and not pre.identity:
         from .graph import with_preprocessing
