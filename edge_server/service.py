@@ -144,7 +144,7 @@ class ModelService:
         if declared is not None:
             return declared
         found = (meta.get("file_metadata") or {}).get("preprocessing")
-        if found is not None:  # e.g. TFLite Model Metadata's NormalizationOptions (bundle.read_file_metadata)
+        if found is not None:  # TFLite Model Metadata's NormalizationOptions (tflite_metadata.py)
             return Preprocessing(tuple(found["mean"]), tuple(found["std"]), found.get("color_order", "RGB"), "metadata")
         self.warnings.append(
             f"{self.bundle.model_path.name}: no preprocessing declared or found in the file; feeding raw 0-255 RGB. If the model "
@@ -290,6 +290,7 @@ class ModelService:
             "preprocessing": self.preprocessing.to_dict() | {"summary": self.preprocessing.describe(),
                                                              "applied_by": "server" if m.get("bare") else "model graph"},
             "warnings": self.warnings,
+            "file_metadata": m.get("file_metadata"),  # what a bare .tflite said about itself (TFLite Model Metadata)
             "decode": {"mode": self.decode_mode, "why": self.decode_reason},
             "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

@@ -137,3 +137,92 @@ def test_cli_predict_and_serve_take_the_flags(unit_range_tflite, tmp_path):
     assert [l for l in raw.stderr.splitlines() if "warning" in l][0].startswith("edgeport predict: warning: brightness.tflite")
     ok = subprocess.run([*base, "--input-range", "0-1"], capture_output=True, text=True, timeout=60)
     assert json.loads(ok.stdout)["predictions"][0]["label"] == "dark" and "warning" not in ok.stderr
+
+
+def model_metadata(mean, std, labels_file: str) -> bytes:
+    """A ModelMetadata flatbuffer (tflite-support's metadata_schema.fbs, "M001") as MediaPipe Model Maker writes
+    one for an image classifier: ImageProperties(RGB) and NormalizationOptions on the input, a TENSOR_AXIS_LABELS
+    file on the output. Built with the flatbuffers package: tflite-support pins protobuf < 4, TensorFlow 2.21 needs 5+."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(256)
+
+    def floats(values):
+        b.StartVector(4, len(values), 4)
+        for v in reversed(values):
+            b.PrependFloat32(v)
+        return b.EndVector()
+
+    def offsets(items):
+        b.StartVector(4, len(items), 4)
+        for o in reversed(items):
+            b.PrependUOffsetTRelative(o)
+        return b.EndVector()
+
+    def table(fields):  # [(slot, "off"|"i8"|"u8", value)]
+        b.StartObject(max(f[0] for f in fields) + 1)
+        for slot, kind, value in fields:
+            {"off": b.PrependUOffsetTRelativeSlot, "i8": b.PrependInt8Slot, "u8": b.PrependUint8Slot}[kind](slot, value, 0)
+        return b.EndObject()
+
+    norm = table([(0, "off", floats(mean)), (1, "off", floats(std))])
+    unit = table([(0, "u8", 1), (1, "off", norm)])  # ProcessUnitOptions.NormalizationOptions
+    props = table([(0, "i8", 1)])  # ImageProperties, color_space RGB
+    content = table([(0, "u8", 2), (1, "off", props)])  # ContentProperties.ImageProperties
+    in_name = b.CreateString("image")
+    tin = table([(0, "off", in_name), (3, "off", content), (4, "off", offsets([unit]))])
+    fname = b.CreateString(labels_file)
+    afile = table([(0, "off", fname), (2, "i8", 2)])  # TENSOR_AXIS_LABELS
+    out_name = b.CreateString("probability")
+    tout = table([(0, "off", out_name), (6, "off", offsets([afile]))])
+    sub = table([(2, "off", offsets([tin])), (3, "off", offsets([tout]))])
+    name = b.CreateString("brightness classifier")
+    root = table([(0, "off", name), (3, "off", offsets([sub]))])
+    b.Finish(root, file_identifier=b"M001")
+    return bytes(b.Output())
+
+
+def with_metadata(tflite: bytes, metadata: bytes, files: dict) -> bytes:
+    """Put `metadata` in the model as its TFLITE_METADATA buffer and append `files` as a zip, as the metadata populator does."""
+    import io
+    import zipfile
+
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(metadata, np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = "TFLITE_METADATA", len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [entry]
+    out = io.BytesIO(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    out.seek(0, 2)
+    with zipfile.ZipFile(out, "a") as z:
+        for fname, text in files.items():
+            z.writestr(fname, text)
+    return out.getvalue()
+
+
+def test_tflite_with_model_metadata_is_served_with_its_own_labels_and_normalization(unit_range_tflite, tmp_path):
+    from edge_server.tflite_metadata import read_tflite_metadata
+
+    plain = unit_range_tflite / "brightness.tflite"
+    assert read_tflite_metadata(plain) is None  # TFLiteConverter's own entries (min_runtime_version) are not Model Metadata
+    path = tmp_path / "with_metadata.tflite"
+    path.write_bytes(with_metadata(plain.read_bytes(), model_metadata([0.0], [255.0], "labels.txt"),
+                                   {"labels.txt": "dark\nmid\nlight\n"}))
+    found = read_tflite_metadata(path)
+    assert found["preprocessing"] == {"mean": [0.0] * 3, "std": [255.0] * 3, "color_order": "RGB"}
+    assert found["labels"] == ["dark", "mid", "light"] and found["color_space"] == "RGB"
+    svc = ModelService.from_path(path, options=ServiceOptions(pool_size=1, threads=1, solo_threads=0))  # no flags, no --labels
+    assert svc.warnings == [] and svc.labels == ["dark", "mid", "light"]
+    assert svc.describe()["preprocessing"]["origin"] == "metadata"
+    for label, level in LEVELS.items():
+        assert svc.predict_bytes(png([level] * 3), 1)[0][0]["label"] == label
+    # Declared flags win over the file's metadata (here: wrongly, to show they are the ones used).
+    forced = ModelService.from_path(path, options=ServiceOptions(pool_size=1, threads=1, solo_threads=0,
+                                                                 preprocessing=declared(input_range="0-255")))
+    assert forced.preprocessing.origin == "declared"
+    assert {forced.predict_bytes(png([v] * 3), 1)[0][0]["label"] for v in LEVELS.values()} == {"light"}
