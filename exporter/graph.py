@@ -81,6 +81,7 @@ def with_preprocessing(model, pre):
     conv.set_weights([w.reshape(1, 1, 3, 3), b])
     wrapped = keras.Model(inp, model(x), name=f"{model.name}_raw_rgb")
     wrapped._edgeport_size = size
+    wrapped._edgeport_activation = getattr(model, "_edgeport_activation", None)
     return wrapped
 
 
@@ -125,5 +126,6 @@ def output_activation(model) -> str:
         act = getattr(layer, "activation", None)
         return getattr(act, "__name__", None) if act is not None else None
 
-    act = last_activation(model) or "linear"
+    # A SavedModel or ONNX source hides its layers; its loader records what the graph ends with.
+    act = getattr(model, "_edgeport_activation", None) or last_activation(model) or "linear"
     return act if act in ("softmax", "sigmoid") else "linear"

@@ -151,6 +151,8 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         from .graph import with_preprocessing
 
         model = with_preprocessing(model, pre)  # the bundle takes raw 0-255 RGB like every other
+        if source.reference is not None:
+            source.reference.preprocessing = pre  # the source file expects preprocessed input
         log(f"preprocessing: {pre.describe()}, folded into the graph")
     activation = output_activation(model)
     x_cal = None
@@ -164,9 +166,10 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
         converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
-        log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs Keras")
+        log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
+            f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}")
         figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
-                                paths=[p for p, _ in verify_items])
+                                paths=[p for p, _ in verify_items], reference=source.reference)
         log(table([{"format": fmt, "precision": precision, "verification": figures}]))
         fd = figures["fast_decode"]
         log("fast decoding: " + (fd["note"] if fd["top1_agreement"] is None else
@@ -188,6 +191,8 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if source.workdir is not None:
+            shutil.rmtree(source.workdir, ignore_errors=True)
     log(f"bundle saved: {out}")
     return ExportResult(out, meta)
 

@@ -97,3 +97,68 @@ def test_cli_error_is_the_only_line_on_stderr(zoo):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeport export: error: Expected one output"), proc.stderr
+
+
+def torchlike_onnx(path, size=SIZE):
+    """What torch.onnx.export writes for a small CNN: NCHW float input named "input", expecting ImageNet-normalized [0, 1]."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+
+    def w(name, shape, scale):
+        return numpy_helper.from_array(rng.normal(0, scale, shape).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["output"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "torchlike", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[w("w1", (8, 3, 3, 3), 0.5), w("b1", (8,), 0.1), w("w2", (16, 8, 3, 3), 0.5), w("b2", (16,), 0.1),
+                     w("wf", (3, 16), 1.0), w("bf", (3,), 0.1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(path))
+
+
+IMAGENET = dict(mean="123.675,116.28,103.53", std="58.395,57.12,57.375")
+
+
+def test_nchw_onnx_converts_to_tflite_int8_verified_against_onnxruntime(zoo, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("onnx2tf") is None:
+        pytest.skip("onnx2tf is not installed (scripts/setup.sh installs it)")
+    from edge_server.preprocessing import declared
+    from edge_server.service import ModelService
+    from exporter.source import OnnxReference, check_onnx_source
+
+    torchlike_onnx(tmp_path / "torch.onnx")
+    pre = declared(**IMAGENET)
+    result = export(ExportConfig(source=tmp_path / "torch.onnx", labels=zoo / "labels.txt", format="tflite", precision="int8",
+                                 images=zoo / "images", calibration=zoo / "images", out=tmp_path / "out", preprocessing=pre),
+                    log=lambda m: None)
+    v = result.meta["verification"]
+    assert v["reference"].startswith("onnxruntime") and v["top1_agreement"] >= 0.93, v
+    assert result.meta["output"]["activation"] == "softmax"
+    # The bundle takes raw pixels: its answer for an image is ONNX Runtime's on the normalized NCHW tensor.
+    svc = ModelService.from_path(tmp_path / "out")
+    ref = OnnxReference(tmp_path / "torch.onnx", check_onnx_source(tmp_path / "torch.onnx"), pre)
+    image = sorted((zoo / "images").rglob("*.jpg"))[0]
+    x = svc.decode(image.read_bytes())[None]
+    assert svc.infer(x).argmax() == ref(x).argmax()
+
+
+def test_onnx_source_without_onnx2tf_is_a_one_line_error(zoo, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx2tf" else real(name, *a))
+    torchlike_onnx(tmp_path / "torch.onnx")
+    with pytest.raises(ExportError, match=r"needs onnx2tf. Received: it is not installed. Next step: pip install --no-deps onnx2tf"):
+        export(ExportConfig(source=tmp_path / "torch.onnx", labels=zoo / "labels.txt", format="tflite", precision="float32",
+                            images=zoo / "images"), log=lambda m: None)
