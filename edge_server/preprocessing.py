@@ -26,6 +26,8 @@ RANGES = {
     "0-1": (0.0, 255.0),
     "-1-1": (127.5, 127.5),
 }
+# argparse reads "--input-range -1-1" as a flag followed by another flag; "--input-range=-1-1" works, and so does this.
+RANGE_ALIASES = {"minus1-1": "-1-1"}
 COLOR_ORDERS = {"RGB": (0, 1, 2), "BGR": (2, 1, 0)}
 
 
@@ -89,6 +91,7 @@ def declared(input_range: str | None = None, mean=None, std=None, color_order: s
         return None
     if input_range is not None and (mean is not None or std is not None):
         raise EdgeError(f"Expected either --input-range or --mean/--std, not both. Received: --input-range {input_range} with --mean/--std")
+    input_range = RANGE_ALIASES.get(input_range, input_range)
     if input_range is not None and input_range not in RANGES:
         raise EdgeError(f"Expected --input-range one of {list(RANGES)}. Received: {input_range!r}")
     order = (color_order or "RGB").upper()
@@ -105,8 +108,9 @@ def declared(input_range: str | None = None, mean=None, std=None, color_order: s
 def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
     """The same four flags on export, serve and predict."""
     g = p.add_argument_group("preprocessing the model expects", what)
-    g.add_argument("--input-range", choices=list(RANGES),
-                   help="value range of the model's input tensor: 0-255 (raw pixels), 0-1, or -1-1")
+    g.add_argument("--input-range", choices=[*RANGES, *RANGE_ALIASES], metavar="{0-255,0-1,-1-1}",
+                   help="value range of the model's input tensor: 0-255 (raw pixels), 0-1, or -1-1 "
+                        "(write --input-range=-1-1 or --input-range minus1-1: a bare -1-1 reads as a flag)")
     g.add_argument("--mean", help="per-channel mean in 0-255 pixel units, in the model's channel order "
                                   "(ImageNet RGB: 123.675,116.28,103.53; with --color-order BGR: 103.53,116.28,123.675)")
     g.add_argument("--std", help="per-channel std in 0-255 pixel units, in the model's channel order (ImageNet RGB: 58.395,57.12,57.375)")

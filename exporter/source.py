@@ -193,7 +193,9 @@ class OnnxReference:
 
 def _load_onnx(source: ModelSource):
     """ONNX -> TensorFlow SavedModel (NHWC input) through onnx2tf, then loaded like any SavedModel."""
+    import atexit
     import importlib.util
+    import shutil
     import subprocess
     import sys
     import tempfile
@@ -202,6 +204,8 @@ def _load_onnx(source: ModelSource):
     if importlib.util.find_spec("onnx2tf") is None:
         raise ExportError(f"Converting an ONNX source needs onnx2tf. Received: it is not installed. Next step: {ONNX2TF_INSTALL}")
     source.workdir = Path(tempfile.mkdtemp(prefix="edgeport-onnx2tf-"))
+    # The export removes it when done; this covers an error between loading and the export's own cleanup.
+    atexit.register(shutil.rmtree, source.workdir, True)
     out = source.workdir / "saved_model"
     proc = subprocess.run([sys.executable, "-c", ONNX2TF_SCRIPT, str(source.model_path), str(out)],
                           capture_output=True, text=True, timeout=1800)

@@ -119,10 +119,20 @@ def test_preprocessing_flags_on_a_bundle_are_refused(tmp_path, bgr_onnx):
     (dict(input_range="0-1", mean="1,2,3"), "either --input-range or --mean/--std"),
     (dict(mean="1,2"), "three comma-separated numbers"),
     (dict(std="0"), "not zero"),
+    (dict(input_range="0-2"), "--input-range one of"),
 ])
 def test_bad_preprocessing_flags_are_one_line_errors(kw, match):
     with pytest.raises(EdgeError, match=match):
         declared(**kw)
+
+
+def test_minus_one_to_one_has_a_spelling_argparse_accepts():
+    from edge_server.cli import build_parser
+
+    for argv in (["--input-range=-1-1"], ["--input-range", "minus1-1"]):
+        args = build_parser().parse_args(["predict", "m.tflite", "x.jpg", *argv])
+        pre = declared(args.input_range)
+        assert pre.mean == (127.5,) * 3 and pre.std == (127.5,) * 3 and pre.value_range() == [-1.0, 1.0]
 
 
 def test_cli_predict_and_serve_take_the_flags(unit_range_tflite, tmp_path):
