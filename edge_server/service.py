@@ -156,6 +156,12 @@ class ModelService:
         meta = self.bundle.meta
         if meta.get("bare"):
             pre = self.preprocessing
+            if not pre.identity and np.dtype(rt.input.dtype).kind in "iu" and not rt.input.scale:
+                # Integer input with no quantization parameters: normalized values have no integer encoding.
+                raise BundleError(
+                    f"Expected a float input, or an integer one with quantization parameters, for preprocessing "
+                    f"{pre.describe()} ({pre.origin}). Received: {rt.input.dtype} input without them in {self.bundle.model_path.name}"
+                )
             meta["input"] = rt.input.to_dict() | {"layout": "NHWC", "color_order": pre.color_order,
                                                   "value_range": pre.value_range(), "preprocessing": pre.to_dict()}
             meta["output"] = rt.output.to_dict() | {"activation": "softmax"}
