@@ -64,7 +64,7 @@ class Preprocessing:
 
     def value_range(self) -> list[float]:
         """The model-input range raw 0-255 maps onto (per the first channel): [0, 1] for --input-range 0-1."""
-        return [round(-self.mean[0] / self.std[0], 4), round((255.0 - self.mean[0]) / self.std[0], 4)]
+        return [round(-self.mean[0] / self.std[0], 4) + 0.0, round((255.0 - self.mean[0]) / self.std[0], 4) + 0.0]  # + 0.0: no -0.0
 
     def describe(self) -> str:
         for name, (m, s) in RANGES.items():

@@ -16,6 +16,10 @@ from .settings import ServerSettings
 
 log = logging.getLogger("edgeport.server")
 
+# Preprocessing.origin -> how the start-up line says where a bare file's preprocessing came from
+PREPROCESSING_ORIGINS = {"declared": "declared, applied by the server", "metadata": "from the file's TFLite Model Metadata, applied by the server",
+                         "none": "nothing declared or found: raw pixels"}
+
 
 def load_service(settings: ServerSettings, bundle: Path | None = None) -> ModelService:
     """Load and verify (sha256, shapes and dtypes against bundle.json), then warm up: ready means warm."""
@@ -70,7 +74,7 @@ def serve(settings: ServerSettings) -> None:
         f"- ready in {time.perf_counter() - t0:.2f} s\n"
         f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})\n"
         f"edgeport: preprocessing {svc.preprocessing.describe()} "
-        f"({'in the model graph' if not svc.bundle.meta.get('bare') else svc.preprocessing.origin + ', applied by the server'})",
+        f"({'in the model graph' if not svc.bundle.meta.get('bare') else PREPROCESSING_ORIGINS[svc.preprocessing.origin]})",
         flush=True,
     )
     for warning in svc.warnings:  # one line each, after the start line: a bare file whose preprocessing is a guess
