@@ -65,6 +65,16 @@ class Bundle:
         return self.meta["output"]
 
 
+def _read_tflite_metadata(path: Path) -> dict | None:
+    from .tflite_metadata import read_tflite_metadata
+
+    return read_tflite_metadata(path)
+
+
+# format -> reader of the metadata a bare file of that format may carry about itself
+FILE_METADATA_READERS = {"tflite": _read_tflite_metadata}
+
+
 def _format_of(model_path: Path) -> str:
     for fmt, fname in MODEL_FILES.items():
         if model_path.suffix == Path(fname).suffix:
@@ -188,6 +198,10 @@ def _bare_model(model_path: Path, labels_path) -> Bundle:
         if not labels_path.is_file():
             raise BundleError(f"Expected a labels file (one label per line). Received: {str(labels_path)!r} (not a file)")
         labels = [l.strip() for l in labels_path.read_text().splitlines() if l.strip()]
+    # What the file says about itself (TFLite Model Metadata: normalization, labels): used where nothing was declared.
+    file_meta = FILE_METADATA_READERS[fmt](model_path) if fmt in FILE_METADATA_READERS else None
+    if labels is None and file_meta and file_meta.get("labels"):
+        labels = file_meta["labels"]
     meta = {
         "schema_version": SCHEMA_VERSION,
         "name": model_path.stem,
@@ -200,6 +214,7 @@ def _bare_model(model_path: Path, labels_path) -> Bundle:
         "input": None,
         "output": None,
         "bare": True,
+        "file_metadata": file_meta,
     }
     return Bundle(model_path.parent, model_path, meta)
 

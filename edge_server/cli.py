@@ -13,8 +13,14 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from .preprocessing import add_arguments as add_preprocessing_arguments
+
 # Modules only a workstation has: a missing one names the extra to install.
 WORKSTATION_MODULES = {m: "train" for m in ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")}
+
+BARE_FILE_PREPROCESSING = ("For a bare .tflite/.onnx file: the server maps decoded 0-255 RGB pixels to what the model expects. "
+                           "Without these, TFLite Model Metadata is read if the file has it, else raw 0-255 RGB (with a warning). "
+                           "A bundle needs none: its preprocessing is inside its graph.")
 
 # Order of the commands in --help: the pipeline's order.
 COMMAND_ORDER = ["demo-data", "train", "export", "bench", "deploy", "serve", "predict"]
@@ -48,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "exact: the trainer's pixels; auto (default): fast unless the bundle's export check found it "
                         "changes more than 1%% of this model's answers")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no JSON access log lines on stderr")
+    add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="classify image files with a bundle, no server")
@@ -57,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_predict)
 
 
@@ -67,6 +75,7 @@ def _first_set(*values):
 
 def _service_options(args, profile: dict | None):
     from .imageio import DEFAULT_MAX_PIXELS
+    from .preprocessing import from_args
     from .service import ServiceOptions
 
     serve_cfg = (profile or {}).get("serve", {})
@@ -79,6 +88,7 @@ def _service_options(args, profile: dict | None):
         onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),
         onnx_mem_arena=serve_cfg.get("onnx_mem_arena", True),
         trt_cache_dir=serve_cfg.get("trt_cache_dir"),
+        preprocessing=from_args(args),
     )
 
 
@@ -120,6 +130,8 @@ def cmd_predict(args) -> int:
     from .service import ModelService
 
     svc = ModelService.from_path(args.bundle, args.labels, _service_options(args, None))
+    for warning in svc.warnings:
+        print(f"edgeport predict: warning: {warning}", file=sys.stderr)
     status = 0
     for path in args.images:
         try:

@@ -8,8 +8,12 @@ request its own. `threads` is always passed: LiteRT defaults to one thread.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +66,35 @@ def _dequantize(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+@contextlib.contextmanager
+def native_info_filtered(drop: tuple[str, ...] = ("INFO: ",)):
+    """Drop the "INFO: ..." lines native code writes to fd 2 meanwhile; pass every other line on.
+
+    LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ each time
+    an interpreter is made, straight to file descriptor 2, where Python's logging cannot filter
+    it. Before a one-line CLI error it is noise; its warnings and errors are not, so only
+    INFO lines are dropped (`drop`: the line prefixes to drop).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (an embedded interpreter): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = [l for l in captured.read().decode(errors="replace").splitlines(True) if not l.startswith(drop)]
+            if rest:
+                sys.stderr.write("".join(rest))
+                sys.stderr.flush()
+
+
 def find_litert_interpreter():
     """The first LiteRT Interpreter class that imports, with its module name."""
     for name in LITERT_MODULES:
@@ -81,8 +114,9 @@ class LiteRTRuntime:
     def __init__(self, model_path: Path, options: RuntimeOptions):
         Interpreter, self.backend = find_litert_interpreter()
         try:
-            self.interp = Interpreter(model_path=str(model_path), num_threads=max(1, int(options.threads)))
-            self.interp.allocate_tensors()
+            with native_info_filtered():
+                self.interp = Interpreter(model_path=str(model_path), num_threads=max(1, int(options.threads)))
+                self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EdgeError(f"LiteRT could not load {model_path}: {str(e).strip().splitlines()[0]}") from None
         i, o = self.interp.get_input_details()[0], self.interp.get_output_details()[0]

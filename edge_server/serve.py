@@ -16,6 +16,10 @@ from .settings import ServerSettings
 
 log = logging.getLogger("edgeport.server")
 
+# Preprocessing.origin -> how the start-up line says where a bare file's preprocessing came from
+PREPROCESSING_ORIGINS = {"declared": "declared, applied by the server", "metadata": "from the file's TFLite Model Metadata, applied by the server",
+                         "none": "nothing declared or found: raw pixels"}
+
 
 def load_service(settings: ServerSettings, bundle: Path | None = None) -> ModelService:
     """Load and verify (sha256, shapes and dtypes against bundle.json), then warm up: ready means warm."""
@@ -79,9 +83,13 @@ def serve(settings: ServerSettings) -> None:
         f"{svc.pool_size} instances x {svc.threads} threads"
         f"{f' + 1 x {svc.solo_threads} for a request that arrives alone' if svc.solo_threads else ''}) on http://{settings.host}:{settings.port} "
         f"- ready in {time.perf_counter() - t0:.2f} s\n"
-        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})",
+        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})\n"
+        f"edgeport: preprocessing {svc.preprocessing.describe()} "
+        f"({'in the model graph' if not svc.bundle.meta.get('bare') else PREPROCESSING_ORIGINS[svc.preprocessing.origin]})",
         flush=True,
     )
+    for warning in svc.warnings:  # one line each, after the start line: a bare file whose preprocessing is a guess
+        print(f"edgeport: warning: {warning}", flush=True)
     # Drop our reference: serve() lives as long as the server, and a local here would keep
     # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
     del svc

@@ -17,6 +17,7 @@ from .bundle import Bundle, load_bundle
 from .errors import ApiError, BundleError, EdgeError
 from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, DeadlineExceeded, decode_peak, open_image, to_model_input
 from .pool import RuntimePool
+from .preprocessing import Preprocessing
 from .runtimes import RuntimeOptions, open_runtime
 
 
@@ -35,6 +36,8 @@ class ServiceOptions:
     onnx_mem_arena: bool = True
     trt_cache_dir: str | None = None
     warmup_runs: int = 2
+    # What a bare model file expects (flags); None: read from the file's metadata, else raw 0-255 RGB with a warning.
+    preprocessing: Preprocessing | None = None
 
     def resolved(self) -> tuple[int, int, int]:
         """(pool size, threads per pooled instance, threads of the solo instance or 0)."""
@@ -123,6 +126,8 @@ class ModelService:
             )
             return lambda: open_runtime(bundle.format, bundle.model_path, ropts)
 
+        self.warnings: list[str] = []
+        self.preprocessing = self._preprocessing()
         self.pool = RuntimePool(opener(self.threads), self.pool_size, opener(self.solo_threads) if self.solo_threads else None)
         rt = self.pool.first
         self.backend = rt.backend
@@ -146,10 +151,39 @@ class ModelService:
     def from_path(cls, path, labels=None, options: ServiceOptions | None = None) -> "ModelService":
         return cls(load_bundle(path, labels), options)
 
+    def _preprocessing(self) -> Preprocessing:
+        """Declared (flags) or read from the file for a bare model; a bundle's is inside its graph."""
+        meta, declared = self.bundle.meta, self.options.preprocessing
+        if not meta.get("bare"):
+            if declared is not None:
+                raise BundleError(
+                    f"Expected --input-range/--mean/--std/--color-order only with a bare .tflite/.onnx file: a bundle takes raw "
+                    f"0-255 RGB, its preprocessing folded into its graph at export. Received: {declared.describe()} for {self.bundle.path}"
+                )
+            return Preprocessing()
+        if declared is not None:
+            return declared
+        found = (meta.get("file_metadata") or {}).get("preprocessing")
+        if found is not None:  # TFLite Model Metadata's NormalizationOptions (tflite_metadata.py)
+            return Preprocessing(tuple(found["mean"]), tuple(found["std"]), found.get("color_order", "RGB"), "metadata")
+        self.warnings.append(
+            f"{self.bundle.model_path.name}: no preprocessing declared or found in the file; feeding raw 0-255 RGB. If the model "
+            "expects [0, 1], [-1, 1], mean/std or BGR, say so with --input-range, --mean/--std, --color-order"
+        )
+        return Preprocessing()
+
     def _check_against_bundle(self, rt) -> None:
         meta = self.bundle.meta
         if meta.get("bare"):
-            meta["input"] = rt.input.to_dict() | {"layout": "NHWC", "color_order": "RGB", "value_range": [0, 255]}
+            pre = self.preprocessing
+            if not pre.identity and np.dtype(rt.input.dtype).kind in "iu" and not rt.input.scale:
+                # Integer input with no quantization parameters: normalized values have no integer encoding.
+                raise BundleError(
+                    f"Expected a float input, or an integer one with quantization parameters, for preprocessing "
+                    f"{pre.describe()} ({pre.origin}). Received: {rt.input.dtype} input without them in {self.bundle.model_path.name}"
+                )
+            meta["input"] = rt.input.to_dict() | {"layout": "NHWC", "color_order": pre.color_order,
+                                                  "value_range": pre.value_range(), "preprocessing": pre.to_dict()}
             meta["output"] = rt.output.to_dict() | {"activation": "softmax"}
             return
         for side, actual in (("input", rt.input), ("output", rt.output)):
@@ -189,7 +223,7 @@ class ModelService:
             self.decode(buf.getvalue())
         for inst in self.pool.all:
             for _ in range(self.options.warmup_runs):
-                inst.run(x)
+                inst.run(self.preprocessing.apply(x))
         self.ready = True
 
     @property
@@ -250,8 +284,9 @@ class ModelService:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise DeadlineExceeded()
+        x = self.preprocessing.apply(pixels)  # identity (no copy) for a bundle: its graph takes raw pixels
         with self.pool.acquire(timeout) as rt:
-            scores = rt.run(pixels)
+            scores = rt.run(x)
         return to_probabilities(scores, self.activation)
 
     def rank(self, probs: np.ndarray, top_k: int | None = None) -> list[dict]:
@@ -308,6 +343,10 @@ class ModelService:
             "labels": self.labels, "input": m.get("input"), "output": m.get("output"), "backend": self.backend,
             "pool_size": self.pool_size, "threads_per_instance": self.threads, "solo_threads": self.solo_threads,
             "source": _without_paths(m.get("source")),
+            "preprocessing": self.preprocessing.to_dict() | {"summary": self.preprocessing.describe(),
+                                                             "applied_by": "server" if m.get("bare") else "model graph"},
+            "warnings": self.warnings,
+            "file_metadata": m.get("file_metadata"),  # what a bare .tflite said about itself (TFLite Model Metadata)
             "decode": {"mode": self.decode_mode, "why": self.decode_reason},
             "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="quantize and convert a trained model to a verified TFLite/ONNX bundle",
                        description=f"Allowed format/precision: {', '.join(allowed_combinations())}")
-    p.add_argument("source", type=Path, help="a trainer run folder, or a .keras file (with --labels)")
+    p.add_argument("source", type=Path, help="a trainer run folder; or, with --labels: a .keras or legacy .h5 file, "
+                                             "a SavedModel folder, an .onnx file")
     p.add_argument("--format", choices=["tflite", "onnx"], help="default: from --device, else tflite")
     p.add_argument("--precision", choices=["float32", "float16", "dynamic", "int8"], help="default: from --device, else int8")
     p.add_argument("--io-dtype", choices=["uint8", "int8", "float32"],
@@ -24,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="threads for verification latency (default: from device)")
     p.add_argument("--calibration-size", type=int, default=200)
     p.add_argument("--out", type=Path, help="bundle folder (default: bundles/NAME.FORMAT-PRECISION)")
+    p.add_argument("--image-size", type=int, help="input size for a model built for any size (input shape (None, None, 3))")
+    p.add_argument("--unsafe-deserialization", action="store_true",
+                   help="let Keras run the Python code of Lambda layers in the file (safe_mode=False); only for files you trust")
+    from edge_server.preprocessing import add_arguments
+
+    add_arguments(p, "What the source model's input expects. It is folded into the exported graph, so the bundle takes raw "
+                     "0-255 RGB like every other. Default: raw 0-255 RGB (a trainer run's models all do).")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="compare bundles side by side: size, accuracy, agreement, latency")
@@ -34,12 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args) -> int:
+    from edge_server.preprocessing import from_args
+
     from .pipeline import ExportConfig, export
 
     export(ExportConfig(
         source=args.source, format=args.format, precision=args.precision, labels=args.labels,
         calibration=args.calibration, images=args.images, device=args.device, min_agreement=args.min_agreement,
         out=args.out, threads=args.threads, calibration_size=args.calibration_size, io_dtype=args.io_dtype,
+        preprocessing=from_args(args), image_size=args.image_size, unsafe_deserialization=args.unsafe_deserialization,
     ))
     return 0
 

@@ -21,7 +21,7 @@ from edge_server.bundle import _alive, write_bundle
 from . import calibration as calib
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
-from .graph import INPUT_NAME, OUTPUT_NAME, input_size, output_activation
+from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
 from .source import resolve_source
 from .verify import table, verify_export
 
@@ -42,6 +42,10 @@ class ExportConfig:
     calibration_size: int = 200
     verify_size: int = 200
     seed: int = 0
+    # What the source model expects (edge_server.preprocessing.Preprocessing); folded into the exported graph.
+    preprocessing: object | None = None
+    image_size: int | None = None  # for a model built for any input size (None, None, 3)
+    unsafe_deserialization: bool = False  # let Keras run a trusted file's Lambda code (safe_mode=False)
 
 
 @dataclass
@@ -94,6 +98,23 @@ def _defaults(cfg: ExportConfig) -> tuple[str, str, int]:
     return fmt, precision, threads
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up lines dropped.
+
+    TensorFlow 2.21 logs "oneDNN custom operations are on" through absl before it reads
+    TF_CPP_MIN_LOG_LEVEL, straight to fd 2; an export's first line, or the one-line error
+    that follows, should not be buried under it. Lines other than absl INFO pass through.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    from edge_server.runtimes import native_info_filtered
+
+    with native_info_filtered(drop=("I0000 ", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")):
+        import tensorflow  # noqa: F401
+
+
 def _items(source, part: str):
     if source.split and source.split.get(part):
         return [(p, int(l)) for p, l in source.split[part]]
@@ -143,7 +164,7 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     floor = prec.min_agreement if cfg.min_agreement is None else cfg.min_agreement
     if not 0.0 <= floor <= 1.0:
         raise ExportError(f"--min-agreement must be between 0 and 1. Received: {floor}")
-    source = resolve_source(cfg.source, cfg.labels)
+    source = resolve_source(cfg.source, cfg.labels, unsafe_deserialization=cfg.unsafe_deserialization)
     out = Path(cfg.out) if cfg.out else Path("bundles") / f"{source.name}.{fmt}-{precision}"
 
     # Resolve every input before the slow steps, so a bad path fails in a second, not after conversion.
@@ -161,10 +182,18 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     check_destination(out, _size_of(source.model_path) + (1 << 20))
     clean_orphaned_workdirs()
 
-    import tensorflow as tf  # noqa: F401  (first TensorFlow import: after the cheap checks)
+    import_tensorflow_quietly()  # the first TensorFlow import: after the cheap checks
 
     model = source.load_model()
-    size = input_size(model)
+    size = check_classifier(model, cfg.image_size)  # before any image is decoded
+    pre = cfg.preprocessing
+    if pre is not None and not pre.identity:
+        from .graph import with_preprocessing
+
+        model = with_preprocessing(model, pre)  # the bundle takes raw 0-255 RGB like every other
+        if source.reference is not None:
+            source.reference.preprocessing = pre  # the source file expects preprocessed input
+        log(f"preprocessing: {pre.describe()}, folded into the graph")
     activation = output_activation(model)
     x_cal = None
     if calib_items:
@@ -177,9 +206,10 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
         converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
-        log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs Keras")
+        log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
+            f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}")
         figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
-                                paths=[p for p, _ in verify_items])
+                                paths=[p for p, _ in verify_items], reference=source.reference)
         log(table([{"format": fmt, "precision": precision, "verification": figures}]))
         fd = figures["fast_decode"]
         log("fast decoding: " + (fd["note"] if fd["top1_agreement"] is None else
@@ -196,12 +226,16 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             )
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
         meta["export"]["io_dtype"] = io_dtype
+        if pre is not None:
+            meta["source"]["preprocessing"] = pre.to_dict() | {"folded_into_graph": True}
         write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
     except OSError as e:  # a full disk, a read-only folder: one line, not a traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         raise ExportError(f"Expected to write the export. Received: {e.strerror or e}{where}; {out} is as it was") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if source.workdir is not None:
+            shutil.rmtree(source.workdir, ignore_errors=True)
     log(f"bundle saved: {out}")
     return ExportResult(out, meta)
 

@@ -1,14 +1,25 @@
-"""What to export: a trainer run folder, or any .keras classifier plus a labels file."""
+"""What to export: a trainer run folder, or a classifier from elsewhere (SOURCE_KINDS) plus a labels file."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from edge_server.bundle import sha256_file
 
 from .errors import ExportError
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of model file the exporter takes: how to recognise it and how to load it as a Keras model."""
+
+    name: str
+    description: str
+    matches: Callable[[Path], bool]
+    load: Callable[["ModelSource"], object]
 
 
 @dataclass
@@ -18,22 +29,205 @@ class ModelSource:
     run_dir: Path | None = None
     report: dict = field(default_factory=dict)
     split: dict | None = None  # the run's train/val file lists
+    kind: str = "keras"  # a key of SOURCE_KINDS
+    unsafe_deserialization: bool = False  # --unsafe-deserialization: Keras may run the file's Lambda code
+    # Scores of the source itself for raw-model inputs, when the loaded Keras model is a conversion of it
+    # (an ONNX file through onnx2tf): verification compares the export against this, not the conversion.
+    reference: Callable | None = None
+    workdir: Path | None = None  # scratch space of a conversion made while loading; removed with the export's
 
     @property
     def name(self) -> str:
         return self.report.get("name") or (self.run_dir.name if self.run_dir else self.model_path.stem)
 
     def sha256(self) -> str:
+        if self.model_path.is_dir():  # a SavedModel: its graph file identifies it (variables change with it)
+            return sha256_file(self.model_path / "saved_model.pb")
         return sha256_file(self.model_path)
 
     def load_model(self):
-        import keras
+        return SOURCE_KINDS[self.kind].load(self)
 
-        try:
-            # safe_mode: a .keras file from elsewhere cannot run arbitrary code (lambdas) on load.
-            return keras.models.load_model(self.model_path, compile=False, safe_mode=True)
-        except Exception as e:
-            raise ExportError(f"Could not load the Keras model {self.model_path}: {str(e).splitlines()[0]}") from None
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _keras_load(source: ModelSource, hint: str = ""):
+    import keras
+
+    try:
+        # safe_mode: a file from elsewhere cannot run arbitrary code (Lambda layers) on load,
+        # unless its owner says it is trusted with --unsafe-deserialization.
+        return keras.models.load_model(source.model_path, compile=False, safe_mode=not source.unsafe_deserialization)
+    except Exception as e:
+        msg = _first_line(e)
+        if "safe_mode" in str(e) and not source.unsafe_deserialization:
+            raise ExportError(
+                f"Could not load the Keras model {source.model_path}: it contains a Lambda layer (arbitrary Python code), "
+                "which is refused by default. Next step: if you trust the file, pass --unsafe-deserialization. "
+                f"Received: {msg}"
+            ) from None
+        raise ExportError(f"Could not load the Keras model {source.model_path}: {msg}{hint}") from None
+
+
+def _load_h5(source: ModelSource):
+    # Keras 3 reads most legacy HDF5 models itself; when it cannot (custom objects, an old
+    # layer config), the way out is to load it where it was written and re-save it.
+    return _keras_load(source, hint=(
+        ". Next step: load it with the TensorFlow/Keras that saved it and re-save it as .keras "
+        "(python -c \"import tensorflow as tf; tf.keras.models.load_model('MODEL.h5').save('MODEL.keras')\"; "
+        "with TensorFlow 2.16+ use the tf_keras package), then export the .keras file"))
+
+
+def _load_saved_model(source: ModelSource, path: Path | None = None):
+    """A TensorFlow SavedModel directory, through its serving signature, as a Keras model (TFSMLayer)."""
+    import keras
+    import tensorflow as tf
+
+    path = path or source.model_path
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:
+        raise ExportError(f"Could not load the SavedModel {path}: {_first_line(e)}") from None
+    signatures = dict(loaded.signatures)
+    key = SERVING_SIGNATURE if SERVING_SIGNATURE in signatures else next(iter(signatures), None)
+    if key is None:
+        raise ExportError(f"Expected a SavedModel with a serving signature. Received: {source.model_path} with no signatures. "
+                          "Next step: save it with tf.saved_model.save(model, DIR, signatures=...) or model.export(DIR)")
+    fn = signatures[key]
+    inputs = fn.structured_input_signature[1]
+    outputs = fn.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ExportError(
+            f"Expected a serving signature with one image input and one output (class scores). Received: signature {key!r} "
+            f"with inputs {sorted(inputs)} and outputs {sorted(outputs)}. Next step: export a signature that takes only the "
+            "image and returns only the class scores"
+        )
+    (in_name, spec), = inputs.items()
+    layer = keras.layers.TFSMLayer(str(path), call_endpoint=key)
+    inp = keras.Input(tuple(spec.shape[1:]), name=in_name)
+    out = layer(inp)  # a signature binds by keyword, but TFSMLayer passes one tensor through its flat signature
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    model = keras.Model(inp, out, name=source.model_path.stem)
+    # A signature hides its layers, so the output activation cannot be read from them: take it from the
+    # graph when the output is a Softmax/Sigmoid op, else it stays "linear" (scores are softmaxed when served).
+    model._edgeport_activation = _activation_of_signature(fn)
+    return model
+
+
+def _activation_of_signature(fn) -> str | None:
+    """softmax/sigmoid when the signature's output is that op (past Identity ops), else None."""
+    op = fn.outputs[0].op
+    while op.type in ("Identity", "IdentityN") and op.inputs:
+        op = op.inputs[0].op
+    return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(op.type)
+
+
+# onnx2tf runs in its own process: importing it sets TF_USE_LEGACY_KERAS=1 and TF_CPP_MIN_LOG_LEVEL for
+# the whole process, which would switch tf.keras to Keras 2 under the rest of the export.
+ONNX2TF_SCRIPT = (
+    "import sys, onnx2tf; "
+    "onnx2tf.convert(input_onnx_file_path=sys.argv[1], output_folder_path=sys.argv[2], non_verbose=True)"
+)
+ONNX2TF_INSTALL = ("pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon==0.6.1 sng4onnx==2.0.1 tf-keras==2.21.0 psutil "
+                   "(scripts/setup.sh does; --no-deps because onnx2tf 1.29 pins TensorFlow 2.19 and onnx2tf 2.x needs Python 3.12)")
+
+
+def check_onnx_source(path: Path) -> dict:
+    """One image input (NCHW as PyTorch exports, or NHWC) of a fixed square size, one (N, classes) output."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ExportError(f"Could not read the ONNX model {path}: {_first_line(e)}") from None
+    init = {t.name for t in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in init]
+
+    def dims(v):
+        return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+
+    if len(inputs) != 1:
+        raise ExportError(f"Expected an ONNX classifier with one image input. Received: {len(inputs)} inputs "
+                          f"{[(i.name, dims(i)) for i in inputs]}. Next step: export a model that takes only the image")
+    if len(m.graph.output) != 1:
+        raise ExportError(f"Expected one output, the class scores (N, classes). Received: {len(m.graph.output)} outputs "
+                          f"{[(o.name, dims(o)) for o in m.graph.output]}. Next step: export only the class scores")
+    shape, out = dims(inputs[0]), dims(m.graph.output[0])
+    layout = "NCHW" if len(shape) == 4 and shape[1] == 3 else "NHWC" if len(shape) == 4 and shape[3] == 3 else None
+    if layout is None:
+        raise ExportError(f"Expected an image input (N, 3, H, W) or (N, H, W, 3). Received: input {inputs[0].name!r} shaped {shape}")
+    h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    if h is None or w is None or h != w:
+        raise ExportError(f"Expected an ONNX input of a fixed square size. Received: input {inputs[0].name!r} shaped {shape}. "
+                          "Next step: export the ONNX file with a fixed input size (e.g. torch.onnx.export with a 1x3xSxS example)")
+    if len(out) != 2:
+        raise ExportError(f"Expected class scores shaped (N, classes). Received: output shaped {out}")
+    last = next((n for n in m.graph.node if m.graph.output[0].name in n.output), None)
+    activation = {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(last.op_type if last is not None else "", "linear")
+    return {"input": inputs[0].name, "layout": layout, "size": int(h), "activation": activation}
+
+
+class OnnxReference:
+    """ONNX Runtime on the original file, fed what it expects: the verification reference for an ONNX source."""
+
+    def __init__(self, path: Path, info: dict, preprocessing=None):
+        from edge_server.runtimes import OnnxRuntime, RuntimeOptions
+
+        self.session = OnnxRuntime(path, RuntimeOptions(threads=2)).session
+        self.info, self.preprocessing = info, preprocessing
+
+    def __call__(self, x):
+        import numpy as np
+
+        x = x.astype(np.float32)
+        if self.preprocessing is not None:
+            x = self.preprocessing.apply(x).astype(np.float32)
+        if self.info["layout"] == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.concatenate([self.session.run(None, {self.info["input"]: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def _load_onnx(source: ModelSource):
+    """ONNX -> TensorFlow SavedModel (NHWC input) through onnx2tf, then loaded like any SavedModel."""
+    import atexit
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    info = check_onnx_source(source.model_path)
+    if importlib.util.find_spec("onnx2tf") is None:
+        raise ExportError(f"Converting an ONNX source needs onnx2tf. Received: it is not installed. Next step: {ONNX2TF_INSTALL}")
+    source.workdir = Path(tempfile.mkdtemp(prefix="edgeport-onnx2tf-"))
+    # The export removes it when done; this covers an error between loading and the export's own cleanup.
+    atexit.register(shutil.rmtree, source.workdir, True)
+    out = source.workdir / "saved_model"
+    proc = subprocess.run([sys.executable, "-c", ONNX2TF_SCRIPT, str(source.model_path), str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not (out / "saved_model.pb").is_file():
+        tail = [l for l in (proc.stderr or proc.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
+        raise ExportError(f"onnx2tf could not convert {source.model_path.name} to TensorFlow: {tail[0][:300]}")
+    model = _load_saved_model(source, out)
+    model._edgeport_activation = info["activation"]
+    source.reference = OnnxReference(source.model_path, info)
+    return model
+
+
+SERVING_SIGNATURE = "serving_default"
+
+SOURCE_KINDS: dict[str, SourceKind] = {k.name: k for k in (
+    SourceKind("keras", ".keras file (Keras 3)", lambda p: p.is_file() and p.suffix == ".keras", _keras_load),
+    SourceKind("h5", "legacy Keras .h5/.hdf5 file", lambda p: p.is_file() and p.suffix in (".h5", ".hdf5"), _load_h5),
+    SourceKind("saved_model", "TensorFlow SavedModel folder (its serving signature)",
+               lambda p: p.is_dir() and (p / "saved_model.pb").is_file(), _load_saved_model),
+    SourceKind("onnx", ".onnx file (NCHW as PyTorch exports, or NHWC), to TFLite through onnx2tf",
+               lambda p: p.is_file() and p.suffix == ".onnx", _load_onnx),
+)}
 
 
 def read_labels(path: Path) -> list[str]:
@@ -43,20 +237,21 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-def resolve_source(path: str | Path, labels: str | Path | None = None) -> ModelSource:
+def resolve_source(path: str | Path, labels: str | Path | None = None, unsafe_deserialization: bool = False) -> ModelSource:
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and (path / "model.keras").is_file():  # a trainer run folder
         model = path / "model.keras"
-        if not model.is_file():
-            raise ExportError(f"Expected a run folder with model.keras, or a .keras file. Received: {str(path)!r} (no model.keras)")
         labels_path = Path(labels) if labels else path / "labels.txt"
         report = json.loads((path / "report.json").read_text()) if (path / "report.json").is_file() else {}
         split = json.loads((path / "split.json").read_text()) if (path / "split.json").is_file() else None
         if not labels_path.is_file():
             raise ExportError(f"Expected labels.txt in the run folder or --labels FILE. Received: {str(path)!r} without labels")
-        return ModelSource(model, read_labels(labels_path), path, report, split)
-    if path.is_file() and path.suffix == ".keras":
-        if labels is None:
-            raise ExportError(f"A bare .keras model needs --labels FILE (one class name per line). Received: {path.name} without labels")
-        return ModelSource(path, read_labels(Path(labels)))
-    raise ExportError(f"Expected a trainer run folder or a .keras file. Received: {str(path)!r}")
+        return ModelSource(model, read_labels(labels_path), path, report, split, unsafe_deserialization=unsafe_deserialization)
+    kind = next((k for k in SOURCE_KINDS.values() if k.matches(path)), None)
+    if kind is None:
+        accepted = "a trainer run folder, " + ", ".join(k.description for k in SOURCE_KINDS.values())
+        what = "does not exist" if not path.exists() else "a folder without model.keras or saved_model.pb" if path.is_dir() else "unknown kind"
+        raise ExportError(f"Expected {accepted}. Received: {str(path)!r} ({what})")
+    if labels is None:
+        raise ExportError(f"A {kind.description} needs --labels FILE (one class name per line). Received: {path.name} without labels")
+    return ModelSource(path, read_labels(Path(labels)), kind=kind.name, unsafe_deserialization=unsafe_deserialization)

@@ -12,25 +12,48 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError
-from .graph import INPUT_NAME, serving_function, signature
+from .graph import INPUT_NAME, OUTPUT_NAME, serving_function, signature
 
 OPSET = 17
 
 
 def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
             io_dtype: str = "float32") -> Path:
-    import tf2onnx
-
     fp32 = workdir / "model.fp32.onnx"
-    # tf2onnx's optimizers already push the NHWC<->NCHW Transposes out of the
-    # graph: one Transpose is left, right after the input (see
-    # benchmarks/bench_export.py for the count and the speed story).
-    tf2onnx.convert.from_function(
-        serving_function(model), input_signature=signature(model), opset=OPSET, output_path=str(fp32)
-    )
+    frozen_to_onnx(model, fp32)
     STEPS[precision](fp32, out_path, calibration, workdir, log)
     check_graph(out_path)
     return out_path
+
+
+def frozen_to_onnx(model, path: Path) -> Path:
+    """The serving function, frozen, -> ONNX with one input "image" and one output "probs".
+
+    Not tf2onnx.convert.from_function: it makes every non-resource tensor the
+    function captures a graph input. Keras 3 layers such as Normalization (all
+    of EfficientNet, and every adapt() recipe) hold their mean and variance as
+    captured eager tensors, so the ONNX file grew extra inputs
+    ('.../normalization/Sub/y:0') and int8 calibration failed on them. Freezing
+    first turns every capture, variable or tensor, into a Const, and only the
+    signature's own input stays an input.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = serving_function(model).get_concrete_function(*signature(model))
+    frozen = convert_variables_to_constants_v2(concrete)
+    n_inputs = len(tf.nest.flatten(concrete.structured_input_signature))
+    inputs = [t.name for t in frozen.inputs[:n_inputs]]
+    outputs = [t.name for t in frozen.outputs]
+    # tf2onnx's optimizers already push the NHWC<->NCHW Transposes out of the
+    # graph: one Transpose is left, right after the input (see
+    # benchmarks/bench_export.py for the count and the speed story).
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs, opset=OPSET, output_path=str(path),
+        tensors_to_rename={inputs[0]: INPUT_NAME, outputs[0]: OUTPUT_NAME},
+    )
+    return path
 
 
 def check_graph(path: Path) -> None:

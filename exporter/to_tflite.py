@@ -47,10 +47,12 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
 
 def op_names(path: Path) -> list[str]:
     """The operator names in a .tflite file, read by the LiteRT interpreter (no allocation needed)."""
-    from edge_server.runtimes import find_litert_interpreter
+    from edge_server.runtimes import find_litert_interpreter, native_info_filtered
 
     Interpreter, _ = find_litert_interpreter()
-    return [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]
+    with native_info_filtered():
+        interp = Interpreter(model_path=str(path))
+    return [op["op_name"] for op in interp._get_ops_details()]
 
 
 def check_builtin_ops(path: Path) -> None:

@@ -80,8 +80,10 @@ def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
 
 
 def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, activation: str, threads: int = 2,
-                  latency_runs: int = 30, paths: list | None = None) -> dict:
-    ref = to_probabilities(model.predict(x.astype(np.float32), batch_size=32, verbose=0), activation)
+                  latency_runs: int = 30, paths: list | None = None, reference=None) -> dict:
+    """`reference`: raw pixels -> scores of the source itself (ONNX Runtime for an ONNX source); default the Keras model."""
+    raw = reference(x) if reference is not None else model.predict(x.astype(np.float32), batch_size=32, verbose=0)
+    ref = to_probabilities(raw, activation)
     rt = open_runtime(fmt, path, RuntimeOptions(threads=threads))
     got = runtime_probabilities(rt, x, activation)
     batched = batch_check(rt, x, got, activation)
@@ -96,6 +98,7 @@ def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, act
         "dynamic_batch": batched,
         "threads": threads,
         "runtime": rt.backend,
+        "reference": "onnxruntime (the source file)" if reference is not None else "keras",
         "fast_decode": fast_decode_check(rt, paths or [], x.shape[1], activation),
     }
 
