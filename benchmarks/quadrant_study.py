@@ -152,10 +152,10 @@ def run_cell(ds: Dataset, per_class: int, val_dir: Path, pool: dict, similarity:
     mean = {s: float(np.mean(v)) for s, v in rows.items()}
     spread = {s: float(np.max(v) - np.min(v)) for s, v in rows.items()}
     best = max(mean, key=mean.get)
-    pick = rule_choice(n_train // len(args.seeds), similarity)
+    pick = rule_choice(n_train, similarity)  # n_train: one seed's training set (every seed draws the same count)
     gap = 100 * (mean[best] - mean[pick])
     tolerance = max(2.0, 100 * max(spread[best], spread[pick]))
-    return {"dataset": ds.name, "per_class": per_class or "all", "train_images": n_train // len(args.seeds),
+    return {"dataset": ds.name, "per_class": per_class or "all", "train_images": n_train,
             "similarity": similarity, "accuracy": mean, "spread": spread, "seconds": {s: float(np.mean(v)) for s, v in times.items()},
             "rule": pick, "best": best, "fine_tuning_undone": undone, "gap_points": round(gap, 2), "within": gap <= tolerance}
 
