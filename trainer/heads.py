@@ -94,6 +94,25 @@ def fit_linear_svm(features: np.ndarray, labels: np.ndarray, seed: int = 0, log=
     return coef.T, intercept, C, float(search.best_score_), best
 
 
+# A feature's scale is at least this share of the mean scale. Without a floor, a near-constant
+# feature (sd ~1e-4) got a weight ~1/sd once folded, harmless on the frozen features it was fit on,
+# but fine-tuning moves them: the quadrant study's first full fine-tune started at a loss of 3,000.
+SCALE_FLOOR = 0.1
+
+
+def floored_scaler():
+    """StandardScaler whose scales are floored (SCALE_FLOOR); fold_scaler folds it like any other."""
+    from sklearn.preprocessing import StandardScaler
+
+    class FlooredScaler(StandardScaler):
+        def fit(self, X, y=None, sample_weight=None):
+            super().fit(X, y, sample_weight)
+            self.scale_ = np.maximum(self.scale_, SCALE_FLOOR * float(self.scale_.mean()) or 1.0)
+            return self
+
+    return FlooredScaler()
+
+
 def fold_scaler(scaler, linear) -> tuple[np.ndarray, np.ndarray]:
     """(coef, intercept) of `linear` applied after `scaler`, as one affine map of the raw features."""
     sd = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
@@ -120,7 +139,6 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     n = n_original or len(features)
     weight = "balanced" if balanced else None
@@ -129,7 +147,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_
     # Standardized features: on raw ReLU6 features L-BFGS needed minutes to converge at large C
     # (Tux Paint, 1280 features); standardized, it takes a second. The scaler folds into the layer.
     def pipe(C=1.0):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=LOGISTIC_MAX_ITER, class_weight=weight))
+        return make_pipeline(floored_scaler(), LogisticRegression(C=C, max_iter=LOGISTIC_MAX_ITER, class_weight=weight))
 
     search = GridSearchCV(pipe(), {"logisticregression__C": list(LOGISTIC_C_GRID)},
                           cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1)
