@@ -235,3 +235,18 @@ def test_weights_auto_with_a_cached_checkpoint_runs_the_quadrant_rule(small_demo
     assert report["weights"] == "imagenet" and report["quadrant"] in (3, 4)
     text = "\n".join(lines)
     assert "similarity: score" in text and "decision: strategy" in text and "quadrant" in text
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_solved_head_folds_its_floored_scaler_and_stays_tame_on_near_constant_features(n_classes):
+    from trainer.heads import fit_logistic
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), 40)
+    x = rng.normal(size=(len(y), 20)) + y[:, None]
+    x[:, 0] = 1e-5 * rng.normal(size=len(y))  # near-constant: unfloored, its folded weight would be ~1e5
+    W, b, C, cv = fit_logistic(x, y, n_classes, **QUIET)
+    assert W.shape == (20, 1 if n_classes == 2 else n_classes)
+    logits = x @ W + b
+    pred = (logits[:, 0] > 0).astype(int) if n_classes == 2 else logits.argmax(1)
+    assert (pred == y).mean() > 0.9 and np.abs(W).max() < 100

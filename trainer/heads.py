@@ -156,7 +156,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_
         search.fit(features[:n], labels[:n])
         C = search.best_params_["logisticregression__C"]
         final = pipe(C).fit(features, labels)
-    coef, intercept = fold_scaler(final.named_steps["standardscaler"], final.named_steps["logisticregression"])
+    coef, intercept = fold_scaler(final.steps[0][1], final.steps[-1][1])  # (floored scaler, logistic regression)
     if n_classes > 2 and coef.shape[0] != n_classes:  # a class absent from training: no row for it
         raise ValueError(f"expected {n_classes} classes in the training labels, found {coef.shape[0]}")
     log(f"linear head: logistic regression, C={C} chosen by {folds}-fold cross-validation "
