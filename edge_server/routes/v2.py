@@ -17,6 +17,7 @@ binary outputs (`binary_data_output`, or `binary_data` on the output).
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 
