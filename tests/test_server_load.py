@@ -1,5 +1,6 @@
 """Many parallel requests on every predict protocol: all answered, all correct, none 5xx."""
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,4 +36,5 @@ def test_200_parallel_requests_from_8_threads(server, heldout_dir):
     assert all(ok for _, ok, _ in results)
     text = http("GET", server.url + "/metrics")[1]
     assert 'edgeport_http_requests_total{endpoint="/predict",method="POST",status="200"}' in text
-    assert 'status="5' not in text
+    # No request answered 5xx (other families carry a status label too: budget refusals by 413/503).
+    assert not re.search(r'edgeport_http_requests_total\{[^}]*status="5', text), text
