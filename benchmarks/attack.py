@@ -167,7 +167,7 @@ def payloads(name: str, size: int, max_body: int) -> dict:
     bomb_v2 = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "UINT8", "data": [' + empties[:-1] + b"]}]}"
     whole = encode(photo(640, 480, 5), "JPEG", quality=90)
     busy = {200, 413, 503}  # big but legal: answered, or refused for memory (413 never fits, 503 not now)
-    return {
+    kinds = {
         "json empty-list bomb v1": ("POST", f"/v1/models/{name}:predict", bomb_v1, js, {413, 503}),
         "json empty-list bomb v2": ("POST", f"/v2/models/{name}/infer", bomb_v2, js, {413, 503}),
         "webp 6000x6000 lossless": ("POST", "/predict", encode(Image.new("RGB", (6000, 6000)), "WEBP", lossless=True),
@@ -180,6 +180,10 @@ def payloads(name: str, size: int, max_body: int) -> dict:
         "5000-digit integer": ("POST", f"/v1/models/{name}:predict", b'{"instances": [' + b"9" * 5000 + b"]}", js, {400}),
         "jpeg cut short + EOI": ("POST", "/predict", whole[: len(whole) // 2] + b"\xff\xd9", {"Content-Type": "image/jpeg"}, {400}),
     }
+    # Every body is reserved against the memory budget (its Content-Length) before the app reads it, so
+    # while other requests hold the memory any of these may be told 503 + Retry-After before its fault is
+    # seen: the design's "busy, try again", not a failure. What stays unexpected: 500, resets, timeouts.
+    return {k: (m, path, body, h, allowed | {503}) for k, (m, path, body, h, allowed) in kinds.items()}
 
 
 RAW = {  # raw-socket attacks: request bytes -> the status line's code expected

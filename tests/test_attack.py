@@ -25,4 +25,4 @@ def test_a_short_attack_under_a_256_mib_cap_kills_nothing_and_valid_clients_are_
     assert run["cap_mib"] == 256, run
     assert run["oom_kills"] == 0 and not run["server_exits"], run
     assert run["valid_correct_share"] >= 0.99, run
-    assert run["unexpected"] == 0, run["attacks"]
+    assert run["unexpected"] == 0, {k: v for k, v in run["attacks"].items() if "UNEXPECTED" in v}
