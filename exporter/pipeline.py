@@ -221,7 +221,8 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         if figures["top1_agreement"] < floor:
             raise VerificationError(
                 f"{fmt}/{precision} agrees with the Keras model on {100 * figures['top1_agreement']:.1f}% of "
-                f"{figures['images']} images; the floor is {100 * floor:.1f}%. Nothing was published: {out} is as it was. "
+                f"{figures['images']} images; the floor is {100 * floor:.1f}%. {changed_answers(figures)}"
+                f"Nothing was published: {out} is as it was. "
                 "Try more or more representative --calibration images, another precision, or lower --min-agreement."
             )
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
@@ -238,6 +239,17 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             shutil.rmtree(source.workdir, ignore_errors=True)
     log(f"bundle saved: {out}")
     return ExportResult(out, meta)
+
+
+def changed_answers(figures: dict) -> str:
+    """What the changed answers were: near-ties of an unsure model (accuracy holds) or real damage."""
+    c = figures["changed"]
+    text = (f"{c['count']} answers changed, {c['reference_unsure']} of them where the Keras model's top-1 was under "
+            f"{100 * c['unsure_below']:.0f}% sure")
+    ref, got = figures.get("reference_accuracy"), figures.get("exported_accuracy")
+    if ref is not None and got is not None:
+        text += f"; accuracy on the labelled images {100 * ref:.1f}% -> {100 * got:.1f}%"
+    return text + ". "
 
 
 def _size_of(path) -> int:

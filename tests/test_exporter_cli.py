@@ -81,7 +81,7 @@ def test_cli_export_under_the_floor_exits_3_and_publishes_nothing(handmade, tmp_
     code = main(["export", str(handmade / "mine.keras"), "--labels", str(handmade / "labels.txt"), "--format", "onnx",
                  "--precision", "float32", "--images", str(handmade / "images"), "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 3 and "floor is 99.0%" in err and not out.exists() and not list(tmp_path.glob(".never*"))
+    assert code == 3 and "floor is 99.0%" in err and "answers changed" in err and not out.exists() and not list(tmp_path.glob(".never*"))
 
 
 def test_cli_min_agreement_out_of_range_is_a_usage_error(handmade, capsys):
