@@ -16,4 +16,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
     || echo "test: could not install chromium; the page test will skip" >&2
 fi
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), a test file each at a time: most tests wait on a subprocess or a socket
+# and use one core, so one worker left the second core idle half the time. --dist loadfile keeps each
+# file's module fixtures (a transferred model, a running server) in one worker; files start in the
+# order tests/conftest.py gives them (the longest first), not xdist's by test count.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"

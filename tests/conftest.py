@@ -58,6 +58,18 @@ DEMO = dict(classes=3, per_class=1000, size=64)
 TRAIN = dict(backbone="mobilenet_v2", alpha=0.35, image_size=64, weights=None, epochs=24, augment=True, patience=4)
 
 
+# Files that start first. Under scripts/test.sh's two workers the run should not end with one worker
+# alone on a minutes-long file, so the longest go first; the first two differ in what they need: one
+# worker trains the demo model (test_attack asks for it) while the other runs the real-weights transfer.
+FIRST = ("test_transfer.py", "test_attack.py", "test_faults_train.py", "test_trainer.py", "test_byom.py",
+         "test_clients.py", "test_exporter_publish.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     from trainer.demo_data import DemoDataConfig, generate
@@ -96,11 +108,28 @@ def pretrained_backbone(trained_run) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(demo_dir, tmp_path_factory):
+    """The demo model, trained once per test run. Under pytest-xdist (scripts/test.sh runs two workers)
+    the first worker to ask trains it in the run's shared folder and the others wait and read it: two
+    trainings at once would cost both cores for ~2.5 minutes each."""
     from trainer import TrainConfig, train
+    from trainer.fit import RunResult
 
-    out = tmp_path_factory.mktemp("runs")
-    result = train(TrainConfig(data_dir=demo_dir, out_dir=out, name="shapes", seed=0, **TRAIN), log=lambda m: None)
-    return result
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp("runs")
+        return train(TrainConfig(data_dir=demo_dir, out_dir=out, name="shapes", seed=0, **TRAIN), log=lambda m: None)
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent / "shared-demo-run"  # this run's, not the previous one's
+    shared.mkdir(exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if training raised
+        done = shared / "done"
+        if done.is_file():
+            run_dir = Path(done.read_text())
+            return RunResult(run_dir, None, json.loads((run_dir / "report.json").read_text()))
+        result = train(TrainConfig(data_dir=demo_dir, out_dir=shared, name="shapes", seed=0, **TRAIN), log=lambda m: None)
+        done.write_text(str(result.run_dir))
+        return result
 
 
 @pytest.fixture(scope="session")
