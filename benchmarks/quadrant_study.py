@@ -38,21 +38,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEPORT_SHARED", ROOT.parent / "shared"))
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_0.35_224_no_top.tm.h5"
-KERAS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
 
 def seed_keras_home() -> Path:
     """Keras reads KERAS_HOME when it is imported: seed it before that, unless the user's cache has the file."""
+    sys.path.insert(0, str(ROOT))
+    from trainer.pretrained import cache_name, temporary_keras_home
+
+    name = cache_name("mobilenet_v2", 0.35, 224)
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    if (home / "models" / KERAS_NAME).is_file():
+    if (home / "models" / name).is_file():
         return home
     if not WEIGHTS.is_file():
         sys.exit(f"quadrant_study: no ImageNet weights in {home / 'models'} nor at {WEIGHTS}")
-    home = Path(tempfile.mkdtemp(prefix="edgeport-keras-home-"))
-    (home / "models").mkdir()
-    shutil.copyfile(WEIGHTS, home / "models" / KERAS_NAME)
-    os.environ["KERAS_HOME"] = str(home)
-    return home
+    return temporary_keras_home(WEIGHTS, name)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.pretrained import cache_name, temporary_keras_home
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Real data beside the checkout (../shared): ImageNet weights for MobileNetV2 0.35 and labelled image
@@ -27,26 +29,10 @@ SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_0.35_224_no_top.tm.h5"
 SHARED_DATASETS = SHARED / "datasets"
 # Keras' own file name for that checkpoint: with it in $KERAS_HOME/models, weights="imagenet"
 # loads it through Keras' real loading code, offline.
-KERAS_IMAGENET_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-
-
-def _seed_keras_home() -> Path:
-    """A temporary KERAS_HOME for the whole session (and its subprocesses), seeded with the shared
-    checkpoint when there is one. Set before anything imports Keras, which reads it at import."""
-    import atexit
-    import shutil
-    import tempfile
-
-    home = Path(tempfile.mkdtemp(prefix="edgeport-keras-home-"))
-    atexit.register(shutil.rmtree, home, True)
-    (home / "models").mkdir()
-    if SHARED_WEIGHTS.is_file():
-        shutil.copyfile(SHARED_WEIGHTS, home / "models" / KERAS_IMAGENET_NAME)
-    os.environ["KERAS_HOME"] = str(home)
-    return home
-
-
-KERAS_HOME = _seed_keras_home()
+KERAS_IMAGENET_NAME = cache_name("mobilenet_v2", 0.35, 224)
+# A temporary KERAS_HOME for the whole session (and its subprocesses), seeded with the shared
+# checkpoint when there is one. Set before anything imports Keras, which reads it at import.
+KERAS_HOME = temporary_keras_home(SHARED_WEIGHTS, KERAS_IMAGENET_NAME)
 HAVE_IMAGENET = (KERAS_HOME / "models" / KERAS_IMAGENET_NAME).is_file()
 needs_imagenet = pytest.mark.skipif(not HAVE_IMAGENET, reason=f"no ImageNet weights at {SHARED_WEIGHTS}")
 needs_datasets = pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason=f"no shared datasets at {SHARED_DATASETS}")

@@ -557,7 +557,7 @@ def resolve_weights(cfg: TrainConfig, spec, size: int, log) -> str | None:
         return cfg.weights
     from .pretrained import imagenet_available, keras_cache_dir
 
-    if imagenet_available(spec, size, cfg.alpha):
+    if imagenet_available(spec, cfg.alpha):
         return "imagenet"
     log(f"weights: no ImageNet checkpoint for {spec.name} alpha={cfg.alpha} in Keras' cache ({keras_cache_dir()}); "
         "training from scratch")

@@ -37,6 +37,29 @@ class LoadedWeights:
     note: str | None = None  # said to the user when we did something they did not ask for
 
 
+def cache_name(spec_name: str, alpha: float | None, rows: int) -> str:
+    """Keras' file name for a multi-resolution backbone's no-top checkpoint."""
+    return MULTI_RESOLUTION[spec_name][1].format(alpha=float(alpha if alpha is not None else 1.0), rows=rows)
+
+
+def temporary_keras_home(weights_file: Path, name: str) -> Path:
+    """A temporary KERAS_HOME, set in this process's environment (and so its children's), whose cache holds
+    `weights_file` under Keras' own file `name` when that file exists (else the cache is empty): with it,
+    weights="imagenet" loads offline through Keras' real code. Keras reads KERAS_HOME when it is first
+    imported, so call this before that. Removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="edgeport-keras-home-"))
+    atexit.register(shutil.rmtree, home, True)
+    (home / "models").mkdir()
+    if Path(weights_file).is_file():
+        shutil.copyfile(weights_file, home / "models" / name)
+    os.environ["KERAS_HOME"] = str(home)
+    return home
+
+
 def keras_cache_dir() -> Path:
     """Where Keras looks for application weights (after it has been imported)."""
     from keras.src.backend import config
@@ -56,9 +79,8 @@ def cached_resolutions(spec_name: str, alpha: float | None) -> list[int]:
     """Resolutions whose no-top checkpoint for this width is in Keras' cache."""
     if spec_name not in MULTI_RESOLUTION:
         return []
-    sizes, pattern = MULTI_RESOLUTION[spec_name]
     cache = keras_cache_dir()
-    return [r for r in sizes if (cache / pattern.format(alpha=float(alpha if alpha is not None else 1.0), rows=r)).is_file()]
+    return [r for r in MULTI_RESOLUTION[spec_name][0] if (cache / cache_name(spec_name, alpha, r)).is_file()]
 
 
 def load_imagenet(spec, ctor, size: int, kwargs: dict):
@@ -85,21 +107,18 @@ def load_imagenet(spec, ctor, size: int, kwargs: dict):
     except Exception as e:  # offline, or no pretrained file for this alpha/size
         expected = ""
         if spec.name in MULTI_RESOLUTION:
-            _, pattern = MULTI_RESOLUTION[spec.name]
-            expected = f" (expected {keras_cache_dir() / pattern.format(alpha=float(kwargs.get('alpha') or 1.0), rows=wanted)})"
+            expected = f" (expected {keras_cache_dir() / cache_name(spec.name, kwargs.get('alpha'), wanted)})"
         raise TrainerError(
             f"Could not load ImageNet weights for {spec.name}{expected}: {type(e).__name__}: {str(e).splitlines()[0][:200]}. "
             "Put the Keras checkpoint in Keras' cache ($KERAS_HOME/models, default ~/.keras/models) once, "
             "pass --weights PATH to a saved weights file, or train from scratch with --weights none. "
             "Received: weights='imagenet'"
         ) from None
-    checkpoint = None
-    if use is not None:
-        checkpoint = MULTI_RESOLUTION[spec.name][1].format(alpha=float(kwargs.get("alpha") or 1.0), rows=use)
+    checkpoint = cache_name(spec.name, kwargs.get("alpha"), use) if use is not None else None
     return base, LoadedWeights("imagenet", checkpoint, use, note)
 
 
-def imagenet_available(spec, size: int, alpha: float | None) -> bool:
+def imagenet_available(spec, alpha: float | None) -> bool:
     """Can `weights="imagenet"` load without a download? (Only answerable for backbones
     whose cache file names we know; for the others we assume not.)"""
     return bool(cached_resolutions(spec.name, alpha))
