@@ -18,7 +18,7 @@ sizes compare. Weights: the real ImageNet MobileNetV2 0.35 through Keras' cache,
 from ../shared/weights into a temporary KERAS_HOME. Quadrant 2 (large and ImageNet-like)
 has no real data here, so it has no row.
 
-    .venv/bin/python benchmarks/quadrant_study.py            # the full table (README; ~1 hour on 2 cores)
+    .venv/bin/python benchmarks/quadrant_study.py            # the full table (README; ~40 minutes on 2 cores)
     .venv/bin/python benchmarks/quadrant_study.py --quick    # 1 cell, 1 seed, 1 epoch: the test runs this
 """
 
