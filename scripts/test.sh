@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv and run the test suite (offline; 391 tests, about 15.5 minutes on 2 cores).
+# Set up .venv and run the test suite (offline; 391 tests on two workers, about 10 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh train,edge,dev
