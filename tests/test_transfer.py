@@ -236,7 +236,7 @@ def test_weights_auto_without_a_cached_checkpoint_trains_from_scratch_and_says_s
     monkeypatch.setattr(pretrained, "keras_cache_dir", lambda: tmp_path)  # an empty cache
     lines = []
     cfg = TrainConfig(data_dir=tmp_path, alpha=0.35, weights="auto")
-    assert resolve_weights(cfg, SPEC, 64, lines.append) is None
+    assert resolve_weights(cfg, SPEC, lines.append) is None
     assert len(lines) == 1 and "training from scratch" in lines[0] and str(tmp_path) in lines[0]
 
 

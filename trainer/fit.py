@@ -432,7 +432,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
     if cfg.distribute:
         log(f"distribution: {cfg.distribute} ({type(dist).__name__}) with {dist.num_replicas_in_sync} replicas")
     keras.utils.set_random_seed(cfg.seed)
-    weights = resolve_weights(cfg, spec, size, log)
+    weights = resolve_weights(cfg, spec, log)
     with dist.scope():
         # The backbone before the pixels: a bad --weights fails in seconds, not after decoding.
         base, loaded = build_base_with_info(spec, size, cfg.alpha, weights)
@@ -551,7 +551,7 @@ def _is_chief(kind: str | None) -> bool:
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
-def resolve_weights(cfg: TrainConfig, spec, size: int, log) -> str | None:
+def resolve_weights(cfg: TrainConfig, spec, log) -> str | None:
     """`--weights auto`: ImageNet when Keras' cache has it, else from scratch, said in one line."""
     if cfg.weights != "auto":
         return cfg.weights
