@@ -219,7 +219,7 @@ class _Trainer:
             probs = predict_batches(self.model, self.x_va)
             y_va = self.y_va
             val_loss = float(np.mean(loss_fn(y_va.reshape(-1, 1).astype(np.float32) if binary else y_va, probs)))
-            pred = (probs[:, 0] > 0.5).astype(int) if binary else probs.argmax(1)
+            pred = predicted_labels(probs)
             history["loss"].append(float(np.mean(losses)))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(float((pred == y_va).mean()))
@@ -305,7 +305,7 @@ class _Trainer:
                                    balanced=self.class_weight is not None, seed=self.cfg.seed, log=self.log)
         self.head.get_layer("scores").set_weights([W, b])
         probs = np.asarray(self.head(f_va, training=False))
-        pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(1)
+        pred = predicted_labels(probs)
         self.phases.append({"phase": "head (logistic regression on cached features)", "seconds": round(time.perf_counter() - t, 2),
                             "C": C, "cv_accuracy": round(cv, 4), "val_accuracy": round(float((pred == self.y_va).mean()), 4)})
 
@@ -328,6 +328,11 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
 
 
+def predicted_labels(probs: np.ndarray) -> np.ndarray:
+    """Class indices from the head's output: one sigmoid unit (binary) or one score per class."""
+    return (probs[:, 0] > 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(1)
+
+
 def predict_batches(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Direct batched calls: unlike Model.predict, these also work under every tf.distribute strategy."""
     return np.concatenate([np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False))
@@ -336,7 +341,7 @@ def predict_batches(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 def evaluate(model, x, y, n_classes: int, class_names: list[str]) -> dict:
     probs = predict_batches(model, x)
-    pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(1)
+    pred = predicted_labels(probs)
     cm = np.zeros((n_classes, n_classes), int)
     for t, p in zip(y, pred):
         cm[t, p] += 1
