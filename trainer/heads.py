@@ -63,30 +63,35 @@ def svm_head(weights: np.ndarray, bias: np.ndarray, n_classes: int):
     return keras.Model(inp, out, name="head")
 
 
+def search_C(pipe, param: str, grid, features: np.ndarray, labels: np.ndarray, seed: int):
+    """(fitted GridSearchCV, folds): `pipe`'s regularization `param` over `grid`, by stratified k-fold
+    cross-validation with as many folds (2-5) as the smallest class allows."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    folds = max(2, min(5, int(np.bincount(labels).min())))
+    search = GridSearchCV(pipe, {param: list(grid)}, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1)
+    with warnings.catch_warnings():
+        # Large C on separable folds may stop at max_iter; the grid search still ranks C fairly.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(features, labels)
+    return search, folds
+
+
 def fit_linear_svm(features: np.ndarray, labels: np.ndarray, seed: int = 0, log=print):
     """LinearSVC with C chosen by stratified k-fold grid search; returns (W, b, C, cv score, model).
 
     W and b fold the StandardScaler in: decision(x) = ((x - mu) / sd) @ coef.T + intercept
                                                     = x @ (coef / sd).T + (intercept - coef @ (mu / sd)).
     """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    min_count = int(np.bincount(labels).min())
-    folds = max(2, min(5, min_count))
     pipe = make_pipeline(StandardScaler(), LinearSVC(dual="auto", max_iter=20000, random_state=seed))
-    search = GridSearchCV(
-        pipe, {"linearsvc__C": list(SVM_C_GRID)}, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1
-    )
-    with warnings.catch_warnings():
-        # Large C on separable folds may stop at max_iter; the grid search still ranks C fairly.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(features, labels)
+    search, folds = search_C(pipe, "linearsvc__C", SVM_C_GRID, features, labels, seed)
     best = search.best_estimator_
     coef, intercept = fold_scaler(best.named_steps["standardscaler"], best.named_steps["linearsvc"])
     C = search.best_params_["linearsvc__C"]
@@ -136,25 +141,20 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
     from sklearn.pipeline import make_pipeline
 
     n = n_original or len(features)
     weight = "balanced" if balanced else None
-    folds = max(2, min(5, int(np.bincount(labels[:n]).min())))
 
     # Standardized features: on raw ReLU6 features L-BFGS needed minutes to converge at large C
     # (Tux Paint, 1280 features); standardized, it takes a second. The scaler folds into the layer.
     def pipe(C=1.0):
         return make_pipeline(floored_scaler(), LogisticRegression(C=C, max_iter=LOGISTIC_MAX_ITER, class_weight=weight))
 
-    search = GridSearchCV(pipe(), {"logisticregression__C": list(LOGISTIC_C_GRID)},
-                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1)
+    search, folds = search_C(pipe(), "logisticregression__C", LOGISTIC_C_GRID, features[:n], labels[:n], seed)
+    C = search.best_params_["logisticregression__C"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(features[:n], labels[:n])
-        C = search.best_params_["logisticregression__C"]
         final = pipe(C).fit(features, labels)
     coef, intercept = fold_scaler(final.steps[0][1], final.steps[-1][1])  # (floored scaler, logistic regression)
     if n_classes > 2 and coef.shape[0] != n_classes:  # a class absent from training: no row for it
