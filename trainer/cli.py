@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .strategy import CLASS_WEIGHTS  # a table, no TensorFlow
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-data", help="write built-in demo images (shapes on textured backgrounds)")
@@ -35,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unfreeze-blocks", type=int, help="strategy 2: how many top blocks train")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="force data augmentation on or off (default: the quadrant rule decides)")
-    p.add_argument("--class-weights", default="auto", choices=["auto", "balanced", "none"],
+    p.add_argument("--class-weights", default="auto", choices=CLASS_WEIGHTS,
                    help="auto: balanced class weights when the largest class has >= 1.5x the images of the smallest")
     p.add_argument("--cut-block", type=int, help="cut the backbone after this block and train a head on its features")
     p.add_argument("--epochs", type=int, default=10)

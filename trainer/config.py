@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import TrainerError
+from .strategy import CLASS_WEIGHTS
 
 
 @dataclass
@@ -51,8 +52,8 @@ class TrainConfig:
                 raise TrainerError(f"--{name.replace('_', '-')} must be at least 1. Received: {name}={getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TrainerError(f"val_fraction must be between 0 and 1. Received: val_fraction={self.val_fraction}")
-        if self.class_weights not in ("auto", "balanced", "none"):
-            raise TrainerError(f"--class-weights must be auto, balanced or none. Received: class_weights={self.class_weights!r}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise TrainerError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}. Received: class_weights={self.class_weights!r}")
         if self.distribute not in (None, "mirrored", "multi_worker"):
             raise TrainerError(f"--distribute must be mirrored or multi_worker. Received: distribute={self.distribute!r}")
 

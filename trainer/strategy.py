@@ -42,6 +42,7 @@ QUADRANTS: dict[tuple[bool, bool], QuadrantRule] = {
 # From this ratio of the largest class to the smallest, "--class-weights auto" weights classes
 # by n / (k * count): small real sets are rarely balanced (Tux Paint: 3.8x).
 IMBALANCE_RATIO = 1.5
+CLASS_WEIGHTS = ("auto", "balanced", "none")  # --class-weights
 
 # Learning rates: large for a new head, small wherever pretrained layers train.
 LR_HEAD = 1e-3
@@ -152,8 +153,8 @@ def choose_strategy(
     if aug:
         reasons.append("data augmentation on" + (" (small dataset)" if augment is None else " (--augment)"))
 
-    if class_weights not in ("auto", "balanced", "none"):
-        raise TrainerError(f"class_weights must be auto, balanced or none. Received: class_weights={class_weights!r}")
+    if class_weights not in CLASS_WEIGHTS:
+        raise TrainerError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}. Received: class_weights={class_weights!r}")
     weighting = class_weights
     if class_weights == "auto":
         weighting = "balanced" if imbalance_ratio >= IMBALANCE_RATIO else "none"
