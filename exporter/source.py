@@ -118,12 +118,16 @@ def _load_saved_model(source: ModelSource, path: Path | None = None):
     return model
 
 
+# The op a graph's output ends with (TensorFlow and ONNX share these names) -> the activation it is.
+OUTPUT_ACTIVATIONS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
+
+
 def _activation_of_signature(fn) -> str | None:
     """softmax/sigmoid when the signature's output is that op (past Identity ops), else None."""
     op = fn.outputs[0].op
     while op.type in ("Identity", "IdentityN") and op.inputs:
         op = op.inputs[0].op
-    return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(op.type)
+    return OUTPUT_ACTIVATIONS.get(op.type)
 
 
 # onnx2tf runs in its own process: importing it sets TF_USE_LEGACY_KERAS=1 and TF_CPP_MIN_LOG_LEVEL for
@@ -167,7 +171,7 @@ def check_onnx_source(path: Path) -> dict:
     if len(out) != 2:
         raise ExportError(f"Expected class scores shaped (N, classes). Received: output shaped {out}")
     last = next((n for n in m.graph.node if m.graph.output[0].name in n.output), None)
-    activation = {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(last.op_type if last is not None else "", "linear")
+    activation = OUTPUT_ACTIVATIONS.get(last.op_type if last is not None else "", "linear")
     return {"input": inputs[0].name, "layout": layout, "size": int(h), "activation": activation}
 
 
