@@ -75,6 +75,17 @@ def heldout_dir(tmp_path_factory) -> Path:
     return out
 
 
+def labelled_folder(root: Path, per_class: int, seed: int, size: int = 32) -> Path:
+    """What a user bringing their own model has beside it: labels.txt (the demo's three shapes) and a
+    folder of images per class (for --images and --calibration). Returns `root`."""
+    from trainer.demo_data import DemoDataConfig, generate
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "labels.txt").write_text("circle\nsquare\ntriangle\n")
+    generate(DemoDataConfig(root / "images", classes=3, per_class=per_class, size=size, seed=seed))
+    return root
+
+
 @pytest.fixture(scope="session")
 def small_demo_dir(tmp_path_factory) -> Path:
     """A small dataset (quadrant 3/4 territory): 60 images per class."""

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import labelled_folder
 
 from edge_server.service import ModelService
 from exporter import ExportConfig, export
@@ -21,11 +22,7 @@ def foreign(tmp_path_factory):
     """A folder with labels, a few 32 px images per class, and foreign .keras models."""
     import keras
 
-    from trainer.demo_data import DemoDataConfig, generate
-
-    root = tmp_path_factory.mktemp("foreign")
-    (root / "labels.txt").write_text("circle\nsquare\ntriangle\n")
-    generate(DemoDataConfig(root / "images", classes=3, per_class=12, size=SIZE, seed=3))
+    root = labelled_folder(tmp_path_factory.mktemp("foreign"), per_class=12, seed=3, size=SIZE)
     keras.utils.set_random_seed(0)
     # The standard adapt() recipe: Normalization learns the data's mean and variance.
     norm = keras.layers.Normalization()

@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import edgeport_cmd
+from conftest import edgeport_cmd, labelled_folder
 from exporter import ExportConfig, ExportError, export
 
 SIZE = 32
@@ -23,11 +23,7 @@ def small_cnn(keras, input_shape=(SIZE, SIZE, 3)):
 def zoo(tmp_path_factory):
     import keras
 
-    from trainer.demo_data import DemoDataConfig, generate
-
-    root = tmp_path_factory.mktemp("zoo")
-    (root / "labels.txt").write_text("circle\nsquare\ntriangle\n")
-    generate(DemoDataConfig(root / "images", classes=3, per_class=6, size=SIZE, seed=5))
+    root = labelled_folder(tmp_path_factory.mktemp("zoo"), per_class=6, seed=5, size=SIZE)
     keras.utils.set_random_seed(0)
     cnn = small_cnn(keras)
     cnn.save(root / "legacy.h5")  # Keras 3 still writes (and reads) the legacy HDF5 format

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import labelled_folder
 
 from devices import DeviceError
 from edge_server.cli import main
@@ -38,8 +39,6 @@ def handmade(tmp_path_factory):
     """A .keras classifier built by hand (not by the trainer), its labels and a few images for it."""
     import keras
 
-    from trainer.demo_data import DemoDataConfig, generate
-
     root = tmp_path_factory.mktemp("handmade")
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -48,9 +47,7 @@ def handmade(tmp_path_factory):
         keras.layers.Dense(3, activation="softmax"),
     ])
     model.save(root / "mine.keras")
-    (root / "labels.txt").write_text("circle\nsquare\ntriangle\n")
-    generate(DemoDataConfig(root / "images", classes=3, per_class=15, size=32, seed=7))
-    return root
+    return labelled_folder(root, per_class=15, seed=7)
 
 
 def test_export_a_handmade_keras_file_with_labels_through_the_cli(handmade, tmp_path, capsys):
