@@ -143,7 +143,7 @@ UPRIGHT = {
 # 1/2, 1/4 or 1/8 scale in the DCT domain when the result is still at least the model's size, then
 # resizes the rest of the way with the same bilinear filter: decoding and resizing a 640x480 photo
 # for a 224 px model costs 0.67x as much, a 1920x1080 one 0.50x (benchmarks/bench_decode.py). Pixels
-# move by 0.4-1 level on average; on the demo model none of 540 top-1 answers changed (tests/test_decode_modes.py).
+# move by 0.4-1 level on average; on the demo model 2 of 540 top-1 answers changed, both near-ties (tests/test_decode_modes.py).
 DECODE_MODES = ("exact", "fast")
 
 

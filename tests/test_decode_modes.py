@@ -62,10 +62,15 @@ def test_exact_decoding_is_the_trainers(services, large_demo, tmp_path):
 def test_fast_decoding_agrees_with_exact_on_the_demo_model(services, large_demo):
     exact, fast = services
     assert {2, 4, 8} <= {reduced_scale(open_image(d), 64) for d in large_demo}
-    top1 = [(exact.predict_bytes(d, 1)[0][0]["index"], fast.predict_bytes(d, 1)[0][0]["index"]) for d in large_demo]
-    agreement = sum(a == b for a, b in top1) / len(top1)
-    print(f"fast decoding: top-1 agreement with exact {agreement:.2%} on {len(top1)} demo images")
-    assert agreement >= MIN_FAST_AGREEMENT
+    top1 = [(exact.predict_bytes(d, 1)[0][0], fast.predict_bytes(d, 1)[0][0]) for d in large_demo]
+    flipped = [(k, reduced_scale(open_image(large_demo[k]), 64), round(a["score"], 3))
+               for k, (a, b) in enumerate(top1) if a["index"] != b["index"]]
+    agreement = 1 - len(flipped) / len(top1)
+    # The demo model is trained with seed 0 and trains the same on every run (tests/test_trainer.py::
+    # test_same_seed_same_model), so this figure is the model's, not the run's: 2 of 540 flipped, both
+    # where exact decoding was under 60% sure. A failure lists (image, reduction, exact top-1 score).
+    print(f"fast decoding: top-1 agreement with exact {agreement:.2%} on {len(top1)} demo images; flipped {flipped}")
+    assert agreement >= MIN_FAST_AGREEMENT, flipped
 
 
 def test_fast_decoding_maps_the_same_frame():
