@@ -16,6 +16,23 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
     || echo "test: could not install chromium; the page test will skip" >&2
 fi
+# Client libraries that cannot share .venv (each pins a protobuf TensorFlow 2.21 cannot use) get a venv
+# of their own, made once and reused: the tests that drive them run them in a subprocess, and skip
+# with the reason where the venv could not be made (no package registry).
+side_venv() {  # side_venv DIR ENV_VAR IMPORT PIP_SPEC...
+  local dir="$1" var="$2" module="$3"
+  shift 3
+  if ! "$dir/bin/python" -c "import $module" >/dev/null 2>&1; then
+    echo "test: installing $* into $dir (for the tests that drive it)"
+    if ! { rm -rf "$dir" && .venv/bin/python -m venv "$dir" && "$dir/bin/python" -m pip install -q "$@"; } >/dev/null 2>&1; then
+      echo "test: could not install $*; its tests will skip" >&2
+      rm -rf "$dir"
+      return 0
+    fi
+  fi
+  export "$var=$PWD/$dir/bin/python"
+}
+side_venv .venv-tflite-support EDGEPORT_TFLITE_SUPPORT_PYTHON tflite_support.metadata_writers tflite-support==0.4.4
 # Two workers (pytest-xdist), a test file each at a time: most tests wait on a subprocess or a socket
 # and use one core, so one worker left the second core idle half the time. --dist loadfile keeps each
 # file's module fixtures (a transferred model, a running server) in one worker; files start in the

@@ -2,6 +2,9 @@
 
 import io
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +239,47 @@ def test_tflite_with_model_metadata_is_served_with_its_own_labels_and_normalizat
                                                                  preprocessing=declared(input_range="0-255")))
     assert forced.preprocessing.origin == "declared"
     assert {forced.predict_bytes(png([v] * 3), 1)[0][0]["label"] for v in LEVELS.values()} == {"light"}
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEPORT_TFLITE_SUPPORT_PYTHON"),
+                    reason="tflite-support needs its own venv (it pins protobuf < 4): scripts/test.sh makes one, or set "
+                           "EDGEPORT_TFLITE_SUPPORT_PYTHON to a python with `pip install tflite-support`")
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "uint8-input"])
+def test_metadata_written_by_tflite_support_itself_is_read(unit_range_tflite, tmp_path, quantized):
+    """The file is labelled by tflite-support's own image-classifier writer, the one Model Maker calls;
+    the uint8 variant is what a full-integer Model Maker export looks like. The server (no flags, no
+    --labels) must answer as the model answers raw pixels, which is what the Task Library feeds it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    src = unit_range_tflite / "brightness.tflite"
+    if quantized:
+        import tensorflow as tf
+
+        conv = tf.lite.TFLiteConverter.from_keras_model(brightness_keras())
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        greys = np.random.default_rng(0).uniform(0, 1, 100)  # flat images: the model's input is a mean brightness
+        conv.representative_dataset = lambda: ([np.full((1, SIZE, SIZE, 3), g, np.float32)] for g in greys)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.uint8
+        src = tmp_path / "brightness_uint8.tflite"
+        src.write_bytes(conv.convert())
+    labels = tmp_path / "levels.txt"
+    labels.write_text("\n".join(LEVELS) + "\n")
+    out = tmp_path / "labelled.tflite"
+    r = subprocess.run([os.environ["EDGEPORT_TFLITE_SUPPORT_PYTHON"], str(Path(__file__).with_name("tflite_support_writer.py")),
+                        str(src), str(labels), "0", "255", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    svc = ModelService.from_path(out, options=ServiceOptions(pool_size=1, threads=1, solo_threads=0))
+    assert svc.warnings == [] and svc.labels == list(LEVELS)
+    assert svc.preprocessing.origin == "metadata" and svc.preprocessing.to_dict()["std"] == [255.0] * 3
+    raw = Interpreter(str(out))
+    raw.allocate_tensors()
+    inp, outp = raw.get_input_details()[0], raw.get_output_details()[0]
+    for label, level in LEVELS.items():
+        answer = svc.predict_bytes(png([level] * 3), 1)[0][0]
+        if quantized:  # the Task Library feeds a uint8 input raw pixels: the same answer, the same score
+            raw.set_tensor(inp["index"], np.full((1, SIZE, SIZE, 3), level, np.uint8))
+            raw.invoke()
+            scores = (raw.get_tensor(outp["index"])[0].astype(float) - outp["quantization"][1]) * outp["quantization"][0]
+            assert answer["index"] == int(scores.argmax()) and answer["score"] == pytest.approx(float(scores.max()))
+        assert answer["label"] == label, (level, answer)
