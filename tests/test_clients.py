@@ -248,8 +248,8 @@ def test_tritonclient_classification_extension(triton, heldout_dir, server):
 
 # Checked before any fixture: a skip must not first train the test model.
 @pytest.mark.skipif(not os.environ.get("EDGEPORT_KSERVE_PYTHON"),
-                    reason="kserve needs its own venv (it downgrades protobuf): set EDGEPORT_KSERVE_PYTHON to a python with "
-                           "`pip install kserve`; tests/test_server_tfserving.py checks the exchange its v1 client makes")
+                    reason="kserve needs its own venv (it downgrades protobuf): scripts/test.sh makes one, or set EDGEPORT_KSERVE_PYTHON "
+                           "to a python with `pip install kserve`; tests/test_server_tfserving.py checks its v1 client's exchange")
 def test_kserve_rest_client_v1_and_v2(server, heldout_dir):
     """kserve's InferenceRESTClient, v1 (is_model_ready, predict) and v2 (health, infer with JSON and
     binary inputs and outputs). kserve is not in [dev]: it would replace the protobuf 7 that TensorFlow,
