@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv and run the test suite (offline but for the side venvs below; 394 tests on two workers, about 11 minutes on 2 cores).
+# Set up .venv (and the side venvs below) and run the test suite (the tests run offline; 394 tests on two workers, about 11 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh train,edge,dev
