@@ -71,8 +71,8 @@ def make_dataset(x, y, batch_size: int, *, shuffle: bool, augment: bool, seed: i
         # Sequential on purpose: the random layers draw from one seed-generator variable, and parallel
         # calls race on it, so the same seed trained a different model each run (0.998 and 0.995 val
         # here; one CI run's model had 6 of 540 answers flipped by fast decoding where ours had 2, under
-        # tests/test_decode_modes.py's floor). The map
-        # works on whole batches, so its ops still use every core: the demo training took 206 s vs 200.
+        # tests/test_decode_modes.py's floor). The map works on whole batches, so its ops still use
+        # every core: the demo training took 206 s vs 200.
         ds = ds.map(lambda a, b: (aug(a, training=True), b))
     return ds.prefetch(tf.data.AUTOTUNE)
 
