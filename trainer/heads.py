@@ -12,6 +12,9 @@ export contain it, and no scikit-learn is needed to serve.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 
 from .errors import TrainerError
@@ -66,18 +69,24 @@ def svm_head(weights: np.ndarray, bias: np.ndarray, n_classes: int):
 def search_C(pipe, param: str, grid, features: np.ndarray, labels: np.ndarray, seed: int):
     """(fitted GridSearchCV, folds): `pipe`'s regularization `param` over `grid`, by stratified k-fold
     cross-validation with as many folds (2-5) as the smallest class allows."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     folds = max(2, min(5, int(np.bincount(labels).min())))
     search = GridSearchCV(pipe, {param: list(grid)}, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1)
-    with warnings.catch_warnings():
-        # Large C on separable folds may stop at max_iter; the grid search still ranks C fairly.
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with converging_quietly():
         search.fit(features, labels)
     return search, folds
+
+
+@contextlib.contextmanager
+def converging_quietly():
+    """Large C on separable data may stop at max_iter: the grid search still ranks C fairly, and the
+    final fit is as good as the held-out checks say, so scikit-learn's ConvergenceWarning is noise here."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def fit_linear_svm(features: np.ndarray, labels: np.ndarray, seed: int = 0, log=print):
@@ -137,9 +146,6 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_
     `n_original`: the first rows are the original images and the rest augmented views of
     them; C is chosen on the originals only, so no image's views sit on both sides of a fold.
     """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
@@ -153,8 +159,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_
 
     search, folds = search_C(pipe(), "logisticregression__C", LOGISTIC_C_GRID, features[:n], labels[:n], seed)
     C = search.best_params_["logisticregression__C"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with converging_quietly():
         final = pipe(C).fit(features, labels)
     coef, intercept = fold_scaler(final.steps[0][1], final.steps[-1][1])  # (floored scaler, logistic regression)
     if n_classes > 2 and coef.shape[0] != n_classes:  # a class absent from training: no row for it
