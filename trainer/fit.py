@@ -20,7 +20,7 @@ from . import data as data_mod
 from .backbones import block_index, build_base_with_info, count_blocks, get_backbone, truncate
 from .config import TrainConfig
 from .errors import TrainerError
-from .heads import HEADS, LINEAR_HEADS, assemble, build_head, fit_linear_svm, fit_logistic, loss_for, svm_head
+from .heads import HEADS, LINEAR_HEADS, assemble, build_head, fit_linear_svm, loss_for, svm_head
 from .strategy import Decision, choose_strategy
 
 # Training from scratch: Keras' MobileNet batch-norm momentum (0.999) needs
@@ -136,6 +136,7 @@ class _Trainer:
         self.history: dict[str, list] = {}
         self.phases: list[dict] = []
         self.class_weight = balanced_class_weights(self.y_tr, n_classes) if decision.class_weights == "balanced" else None
+        self.head_recipe = None  # a RecipeChoice once a linear head is solved on cached features
 
     def _callbacks(self):
         import keras
@@ -259,13 +260,14 @@ class _Trainer:
         )
 
     def cached_features(self):
-        """Run the frozen base once per image (plus `augment_views` augmented copies)."""
+        """Run the frozen base once per image, plus `augment_views` augmented copies for a frozen-base run
+        (strategy 3), whose head recipe search decides how many of them help."""
         cfg = self.cfg
         t = time.perf_counter()
         self.log(f"[features] extracting features of {len(self.x_tr)} training and {len(self.x_va)} validation images")
         bs = max(cfg.batch_size, 64)
         f_tr = [self.features.predict(self.x_tr.astype(np.float32), batch_size=bs, verbose=0)]
-        if self.decision.augment:
+        if self.decision.augment and self.decision.strategy == 3:
             aug = augmenter(cfg.seed)
             for view in range(cfg.augment_views):
                 ds = make_dataset(self.x_tr, self.y_tr, bs, shuffle=False, augment=False, seed=cfg.seed)
@@ -304,15 +306,28 @@ class _Trainer:
         self._record("head (cached features)", hist.history, lr, time.perf_counter() - t)
 
     def solve_linear_head(self, f_tr, y_tr, f_va) -> None:
-        """The one-Dense-layer head on frozen features: logistic regression, solved, then loaded."""
+        """The one-Dense-layer head on frozen features: the recipe (augmented views, C, class weights) chosen by
+        grouped cross-validation on these features, solved (logistic regression), then loaded.
+
+        A frozen-base run (strategy 3) searches every recipe; before fine-tuning (strategies 1 and 2) the head
+        is only a starting point, so it searches C alone, on the original images, with the rule's class weights."""
+        from .head_recipe import choose_recipe, fit_recipe
+
         t = time.perf_counter()
-        W, b, C, cv = fit_logistic(f_tr, y_tr, self.n_classes, n_original=len(self.x_tr),
-                                   balanced=self.class_weight is not None, seed=self.cfg.seed, log=self.log)
+        views = len(f_tr) // len(self.x_tr) - 1
+        weighting = self.decision.class_weights
+        searching = self.decision.strategy == 3
+        view_options = sorted({0, views // 2, views}) if searching else (0,)
+        weight_options = ("none", "balanced") if searching and self.cfg.class_weights == "auto" else (weighting,)
+        choice = choose_recipe(f_tr, self.y_tr, self.n_classes, views_options=view_options,
+                               class_weight_options=weight_options, seed=self.cfg.seed, log=self.log)
+        W, b = fit_recipe(f_tr, self.y_tr, self.n_classes, choice.recipe)
         self.head.get_layer("scores").set_weights([W, b])
-        probs = np.asarray(self.head(f_va, training=False))
-        pred = predicted_labels(probs)
+        self.head_recipe = choice
+        pred = predicted_labels(np.asarray(self.head(f_va, training=False)))
         self.phases.append({"phase": "head (logistic regression on cached features)", "seconds": round(time.perf_counter() - t, 2),
-                            "C": C, "cv_accuracy": round(cv, 4), "val_accuracy": round(float((pred == self.y_va).mean()), 4)})
+                            "C": choice.recipe.C, "views": choice.recipe.views, "class_weights": choice.recipe.class_weights,
+                            "cv_accuracy": round(choice.cv_accuracy, 4), "val_accuracy": round(float((pred == self.y_va).mean()), 4)})
 
     def finish_head(self):
         """For the SVM head: fit LinearSVC on the final features and fold it into a Dense layer."""
@@ -518,6 +533,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
             "metrics": {**metrics, **head_info, "val_loss_best": min(trainer.history.get("val_loss", [float("nan")]))},
             "history": trainer.history,
             "phases": trainer.phases,
+            "head_recipe": trainer.head_recipe.to_dict() if trainer.head_recipe else None,
             "timings_s": {"decode": round(decode_seconds, 2), "total": round(time.perf_counter() - started, 2)},
             "config": cfg.to_dict(),
             "versions": _versions(),

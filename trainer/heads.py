@@ -21,10 +21,9 @@ from .errors import TrainerError
 
 HEADS = ("fc", "gap", "svm")
 SVM_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
-LOGISTIC_C_GRID = (0.001, 0.01, 0.1, 1.0)  # on standardized features
-LOGISTIC_MAX_ITER = 500
 # Heads that are one Dense layer ("scores") on the pooled features: on frozen features their
-# fit is convex, so it is solved (logistic regression) instead of approached by SGD.
+# fit is convex, so it is solved (logistic regression, trainer.head_recipe) instead of approached by SGD:
+# 10 epochs of Adam on cached Tux Paint features stopped 2-13 points short of the solved optimum.
 LINEAR_HEADS = ("gap", "svm")
 
 
@@ -133,40 +132,6 @@ def fold_scaler(scaler, linear) -> tuple[np.ndarray, np.ndarray]:
     coef = linear.coef_ / sd  # (units, dim)
     intercept = linear.intercept_ - (linear.coef_ * (scaler.mean_ / sd)).sum(axis=1)
     return coef, intercept
-
-
-def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_original: int | None = None,
-                 balanced: bool = False, seed: int = 0, log=print):
-    """Multinomial (or binary) logistic regression with C chosen by stratified k-fold CV;
-    returns (W, b, C, cv accuracy) shaped for the head's "scores" Dense layer.
-
-    Why not Adam on the Dense layer: on a small dataset, 10 epochs of SGD on cached
-    features stopped well short of the optimum (Tux Paint at 224 px: 0.67-0.79 validation
-    accuracy, where this reaches the logistic regression's 0.80-0.81 by construction).
-    `n_original`: the first rows are the original images and the rest augmented views of
-    them; C is chosen on the originals only, so no image's views sit on both sides of a fold.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    n = n_original or len(features)
-    weight = "balanced" if balanced else None
-
-    # Standardized features: on raw ReLU6 features L-BFGS needed minutes to converge at large C
-    # (Tux Paint, 1280 features); standardized, it takes a second. The scaler folds into the layer.
-    def pipe(C=1.0):
-        return make_pipeline(floored_scaler(), LogisticRegression(C=C, max_iter=LOGISTIC_MAX_ITER, class_weight=weight))
-
-    search, folds = search_C(pipe(), "logisticregression__C", LOGISTIC_C_GRID, features[:n], labels[:n], seed)
-    C = search.best_params_["logisticregression__C"]
-    with converging_quietly():
-        final = pipe(C).fit(features, labels)
-    coef, intercept = fold_scaler(final.steps[0][1], final.steps[-1][1])  # (floored scaler, logistic regression)
-    if n_classes > 2 and coef.shape[0] != n_classes:  # a class absent from training: no row for it
-        raise ValueError(f"expected {n_classes} classes in the training labels, found {coef.shape[0]}")
-    log(f"linear head: logistic regression, C={C} chosen by {folds}-fold cross-validation "
-        f"(accuracy {search.best_score_:.3f}){', balanced class weights' if balanced else ''}")
-    return coef.T.astype(np.float32), intercept.astype(np.float32), C, float(search.best_score_)
 
 
 def assemble(spec, base, head, size: int):
