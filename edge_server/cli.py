@@ -13,7 +13,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .preprocessing import add_arguments as add_preprocessing_arguments
+from edge_core.preprocessing import add_arguments as add_preprocessing_arguments
 
 # Modules only a workstation has: a missing one names the extra to install.
 WORKSTATION_MODULES = {m: "train" for m in ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")}
@@ -74,9 +74,9 @@ def _first_set(*values):
 
 
 def _service_options(args, profile: dict | None):
-    from .imageio import DEFAULT_MAX_PIXELS
-    from .preprocessing import from_args
-    from .service import ServiceOptions
+    from edge_core.imageio import DEFAULT_MAX_PIXELS
+    from edge_core.preprocessing import from_args
+    from edge_core.service import ServiceOptions
 
     serve_cfg = (profile or {}).get("serve", {})
     return ServiceOptions(
@@ -94,9 +94,9 @@ def _service_options(args, profile: dict | None):
 
 def cmd_serve(args) -> int:
     from devices import load_profile
+    from edge_core.errors import EdgeError
 
     from .budget import process_limit
-    from .errors import EdgeError
     from .serve import serve
     from .settings import ServerSettings
 
@@ -126,8 +126,8 @@ def cmd_serve(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from .errors import ApiError
-    from .service import ModelService
+    from edge_core.errors import RequestError
+    from edge_core.service import ModelService
 
     svc = ModelService.from_path(args.bundle, args.labels, _service_options(args, None))
     for warning in svc.warnings:
@@ -141,7 +141,7 @@ def cmd_predict(args) -> int:
             print(f"{path}: error: cannot read ({e.strerror})", file=sys.stderr)
             status = 2
             continue
-        except ApiError as e:
+        except RequestError as e:
             print(f"{path}: error: {e.message}", file=sys.stderr)
             status = 2
             continue

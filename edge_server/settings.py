@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .service import ServiceOptions
+from edge_core.service import ServiceOptions
 
 
 @dataclass

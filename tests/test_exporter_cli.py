@@ -7,7 +7,7 @@ from conftest import labelled_folder
 
 from devices import DeviceError
 from edge_server.cli import main
-from edge_server.service import ModelService
+from edge_core.service import ModelService
 from exporter import ExportConfig
 from exporter.pipeline import _defaults
 
