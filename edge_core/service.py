@@ -18,6 +18,7 @@ from PIL import Image
 from .bundle import Bundle, load_bundle
 from .errors import BadInput, BundleError, DeadlineExceeded, EdgeError
 from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_peak, open_image, to_model_input
+from .options import option
 from .pool import RuntimePool
 from .preprocessing import Preprocessing
 from .runtimes import RuntimeOptions, open_runtime
@@ -25,18 +26,28 @@ from .runtimes import RuntimeOptions, open_runtime
 
 @dataclass
 class ServiceOptions:
-    threads: int | None = None  # per pooled instance; None: cores / pool size
-    pool_size: int | None = None  # None: 2 instances, or 1 on a single core
+    """How a model is served; each field that is a flag or a device-profile setting is declared here once
+    (edge_core.options): the `serve` and `predict` parsers and the profile layer are built from it."""
+
+    # None: 2 instances, or 1 on a single core
+    pool_size: int | None = option(None, "model instances serving in parallel (default: from device or cores)",
+                                   flag="--workers", profile="workers", type=int)
+    # per pooled instance; None: cores / pool size
+    threads: int | None = option(None, "threads per model instance (default: cores / workers)", profile="threads", type=int)
     # The extra instance for a request that arrives alone (pool.py); None: every core, up to
     # MAX_SOLO_THREADS, when that is more than `threads` and the model runs on the CPU; 0: none.
-    solo_threads: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    solo_threads: int | None = option(None, "threads of one extra instance that serves a request arriving while no other runs "
+                                            "(default: all cores up to 4, if more than --threads; 0: no such instance)",
+                                      profile="solo_threads", type=int)
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "largest image accepted, in pixels (default 16,000,000: fits a 1 GB board)", type=int)
     # "exact", "fast" (imageio.DECODE_MODES) or "auto": fast unless the bundle's own export check
     # measured fast decoding below MIN_FAST_AGREEMENT on the model's verification images.
-    decode: str = "auto"
-    onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    onnx_mem_arena: bool = True
-    trt_cache_dir: str | None = None
+    decode: str = option("auto", "fast: decode large JPEGs at reduced scale (about half the decoding work, pixels move ~1 level); "
+                                 "exact: the trainer's pixels; auto (default): fast unless the bundle's export check found it "
+                                 "changes more than 1%% of this model's answers", choices=["auto", *DECODE_MODES])
+    onnx_providers: tuple[str, ...] = option(("CPUExecutionProvider",), cli=False, profile="onnx_providers", convert=tuple)
+    onnx_mem_arena: bool = option(True, cli=False, profile="onnx_mem_arena")
+    trt_cache_dir: str | None = option(None, cli=False, profile="trt_cache_dir")
     warmup_runs: int = 2
     # What a bare model file expects (flags); None: read from the file's metadata, else raw 0-255 RGB with a warning.
     preprocessing: Preprocessing | None = None
