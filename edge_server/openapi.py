@@ -11,9 +11,9 @@ a few carry extra keys (a failed reload says what is still serving).
 
 from __future__ import annotations
 
-from . import __version__
 from edge_core.imageio import ALLOWED_FORMATS
 
+from . import __version__
 from .routes.predict import DOCUMENTED_RAW_TYPES
 from .routes.table import PUBLIC_PATHS
 

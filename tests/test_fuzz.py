@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import strategies as S  # noqa: E402
 
 from edge_core.errors import RequestError  # noqa: E402
-from edge_server.errors import http_status  # noqa: E402
 from edge_core.imageio import decode_to_array  # noqa: E402
+from edge_server.errors import http_status  # noqa: E402
 
 EXAMPLES = int(os.environ.get("EDGEPORT_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize="EDGEPORT_FUZZ_EXAMPLES" not in os.environ,
@@ -68,8 +68,8 @@ def test_truncated_seeds(cut):
 
 @pytest.fixture(scope="module")
 def client(int8_bundle):
-    from edge_server.app import create_app
     from edge_core.service import ModelService, ServiceOptions
+    from edge_server.app import create_app
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, warmup_runs=0, max_pixels=MAX_PIXELS))
@@ -188,8 +188,8 @@ def test_tfserving_regressions(client, body):
 def test_admin_reload_nested_too_deeply(int8_bundle):
     """Found while reviewing what the fuzzers could not reach (the fixture server has no key): with a key, a
     deeply nested reload body raised RecursionError through get_json(silent=True) -> 500."""
-    from edge_server.app import create_app
     from edge_core.service import ModelService, ServiceOptions
+    from edge_server.app import create_app
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, warmup_runs=0))

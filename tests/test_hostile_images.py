@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from edge_core.errors import RequestError
-from edge_server.errors import http_status
 from edge_core.imageio import DEFAULT_MAX_PIXELS, MAX_JPEG_SCANS, decode_peak, decode_to_array, open_image
+from edge_server.errors import http_status
 from trainer.data import _check_image, decode_image
 
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from edge_core.errors import EdgeError, RequestError
-from edge_server.errors import http_status
 from edge_core.pool import RuntimePool
 from edge_core.service import ServiceOptions
+from edge_server.errors import http_status
 
 
 class Fake:

@@ -8,7 +8,6 @@ from flask import Response, jsonify
 
 from .table import Route
 
-
 # Everything is inline (no CDN: a device is often offline); nothing else may load.
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob: data:; connect-src 'self'"
 

@@ -21,6 +21,11 @@ class Route:
     methods: tuple[str, ...] = ("GET",)
 
 
+def versioned(rule: str, view: Callable, methods: tuple[str, ...] = ("GET",)) -> tuple[Route, Route]:
+    """A model route with and without /versions/<version>: `rule` holds {v} where that part goes."""
+    return Route(rule.format(v=""), view, methods), Route(rule.format(v="/versions/<version>"), view, methods)
+
+
 def blueprint(name: str, routes: tuple[Route, ...], state) -> Blueprint:
     """The routes as a blueprint whose views are handed `state` (the app's ServerState)."""
     bp = Blueprint(name, __name__)

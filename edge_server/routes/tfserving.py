@@ -17,7 +17,7 @@ from edge_core.service import ModelService
 
 from ..errors import ApiError
 from .common import b64_image, check_batch, json_body, pixel_array
-from .table import Route
+from .table import versioned
 
 SIGNATURE = "serving_default"
 # numpy dtype name -> TensorFlow DataType enum name, as TF Serving prints it
@@ -103,10 +103,7 @@ def predict(st, name: str, version: str | None = None):
 
 
 ROUTES = (
-    Route("/v1/models/<name>", status),
-    Route("/v1/models/<name>/versions/<version>", status),
-    Route("/v1/models/<name>/metadata", metadata),
-    Route("/v1/models/<name>/versions/<version>/metadata", metadata),
-    Route("/v1/models/<name>:predict", predict, ("POST",)),
-    Route("/v1/models/<name>/versions/<version>:predict", predict, ("POST",)),
+    *versioned("/v1/models/<name>{v}", status),
+    *versioned("/v1/models/<name>{v}/metadata", metadata),
+    *versioned("/v1/models/<name>{v}:predict", predict, ("POST",)),
 )

@@ -24,12 +24,12 @@ import struct
 import numpy as np
 from flask import Response, jsonify, request
 
-from .. import __version__
 from edge_core.service import ModelService, RequestContext
 
+from .. import __version__
 from ..errors import ApiError
 from .common import b64_image, check_batch, json_body, parse_json, pixel_array
-from .table import Route
+from .table import Route, versioned
 
 # v2 datatype -> numpy dtype, for the pixel tensors infer accepts
 PIXEL_DATATYPES = {"UINT8": np.uint8, "FP32": np.float32}
@@ -266,10 +266,7 @@ ROUTES = (
     Route("/v2/health/live", health_live),
     Route("/v2/health/ready", health_ready),
     Route("/v2", server_metadata),
-    Route("/v2/models/<name>", model_metadata),
-    Route("/v2/models/<name>/versions/<version>", model_metadata),
-    Route("/v2/models/<name>/ready", model_ready),
-    Route("/v2/models/<name>/versions/<version>/ready", model_ready),
-    Route("/v2/models/<name>/infer", infer, ("POST",)),
-    Route("/v2/models/<name>/versions/<version>/infer", infer, ("POST",)),
+    *versioned("/v2/models/<name>{v}", model_metadata),
+    *versioned("/v2/models/<name>{v}/ready", model_ready),
+    *versioned("/v2/models/<name>{v}/infer", infer, ("POST",)),
 )

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import strategies as S  # noqa: E402
 
 from edge_core.errors import RequestError  # noqa: E402
-from edge_server.errors import http_status  # noqa: E402
 from edge_core.imageio import decode_to_array  # noqa: E402
+from edge_server.errors import http_status  # noqa: E402
 
 ROUND = settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
@@ -51,8 +51,8 @@ def decoder_round() -> int:
 
 
 def http_rounds(bundle: str):
-    from edge_server.app import create_app
     from edge_core.service import ModelService, ServiceOptions
+    from edge_server.app import create_app
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(bundle, options=ServiceOptions(pool_size=1, warmup_runs=0, max_pixels=1_000_000))
