@@ -90,8 +90,9 @@ class ServerMetrics:
         self.loaded = Gauge("edgeport_model_loaded_timestamp_seconds", "When the serving model finished loading (Unix time).",
                             multiprocess_mode="livemax", registry=r)
         self.reloads = Counter("edgeport_model_reloads_total", "Model reloads by result.", ("result",), registry=r)
-        if budget is not None:
-            r.register(BudgetCollector(budget))
+        self.budget_collector = BudgetCollector(budget) if budget is not None else None
+        if self.budget_collector is not None:
+            r.register(self.budget_collector)
 
     def set_model(self, svc) -> None:
         m = svc.bundle.meta
@@ -115,5 +116,7 @@ class ServerMetrics:
 
             scrape = CollectorRegistry()
             multiprocess.MultiProcessCollector(scrape)
+            if self.budget_collector is not None:  # each process admits against its own budget
+                scrape.register(self.budget_collector)
             return render_text(scrape)
         return render_text(self.registry)
