@@ -27,7 +27,7 @@ def build_sources(root: Path, size: int) -> dict[str, tuple[Path, dict]]:
     import keras
     import numpy as np
 
-    from edge_server.preprocessing import declared
+    from edge_core.preprocessing import declared
     from test_byom_sources import IMAGENET, small_cnn, torchlike_onnx
 
     keras.utils.set_random_seed(0)

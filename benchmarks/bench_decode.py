@@ -3,7 +3,7 @@
     python benchmarks/bench_decode.py [--size 224] [--runs 100]
 
 Common camera frame sizes, one demo image each saved as a JPEG (quality 90),
-decoded to SIZE x SIZE both ways by edge_server.imageio in this process.
+decoded to SIZE x SIZE both ways by edge_core.imageio in this process.
 Prints median milliseconds and the ratio fast/exact, and how far the pixels
 move. Whether moved pixels move answers is model-specific: tests/test_decode_modes.py
 measures top-1 agreement on the demo model, and every export measures it on
@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_server.imageio import decode_to_array, open_image, reduced_scale  # noqa: E402
+from edge_core.imageio import decode_to_array, open_image, reduced_scale  # noqa: E402
 from trainer.demo_data import render_image  # noqa: E402
 
 FRAMES = [(640, 480), (1280, 720), (1920, 1080), (4032, 3024)]

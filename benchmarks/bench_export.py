@@ -92,7 +92,7 @@ def build_model(arch: str, size: int = 224, classes: int = 3):
 
 
 def calibration_images(n: int, size: int, workdir: Path) -> np.ndarray:
-    from edge_server.imageio import decode_to_array
+    from edge_core.imageio import decode_to_array
     from trainer.demo_data import DemoDataConfig, generate
 
     paths = generate(DemoDataConfig(workdir / "calib", classes=3, per_class=max(1, n // 3), size=size, seed=3))
@@ -136,7 +136,7 @@ def interleaved(runners: dict, base_key, x: np.ndarray, rounds: int, block: int,
 
 
 def speed_and_size(arch: str, threads: int, rounds: int, n_cal: int, workdir: Path) -> list[dict]:
-    from edge_server.runtimes import RuntimeOptions, open_runtime
+    from edge_core.runtimes import RuntimeOptions, open_runtime
 
     log(f"\n== {arch}: 224x224, weights=None, {threads} thread(s)")
     model = build_model(arch)
@@ -161,7 +161,7 @@ def onnx_diagnosis(threads: int, rounds: int, workdir: Path) -> list[dict]:
     import onnx
     import onnxruntime as ort
 
-    from edge_server.runtimes import RuntimeOptions, open_runtime
+    from edge_core.runtimes import RuntimeOptions, open_runtime
     from exporter.pipeline import converter
 
     log(f"\n== ONNX float32 diagnosis: mobilenet_v2 224, {threads} thread(s)")

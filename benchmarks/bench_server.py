@@ -200,7 +200,7 @@ def in_process(model_path: Path, bundle: Path, jpeg: bytes, n: int) -> tuple[dic
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
-    from edge_server.service import ModelService
+    from edge_core.service import ModelService
 
     interp = Interpreter(model_path=str(model_path))
     interp.allocate_tensors()
@@ -235,7 +235,7 @@ def stage_budget(model_path: Path, jpeg: bytes, n: int = 200) -> dict:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge_server.imageio import decode_to_array
+    from edge_core.imageio import decode_to_array
 
     interp = Interpreter(model_path=str(model_path), num_threads=1)
     interp.allocate_tensors()

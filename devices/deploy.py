@@ -3,7 +3,7 @@
 The folder holds everything the device needs and nothing it does not:
 
     bundle/            the bundle, verified (sha256) before it is copied
-    wheels/            edgeport's device-side code (edge_server + devices) as a wheel
+    wheels/            edgeport's device-side code (edge_core + edge_server + devices) as a wheel
     requirements.txt   the edge runtime and server packages, pinned; never TensorFlow
     edgeport.service   the systemd unit, rendered with the device's workers/threads/memory cap
     deploy.env         the settings install.sh reads
@@ -43,14 +43,14 @@ UNIT_TEMPLATE = HERE / "edgeport.service"
 UNIT_NAME = "edgeport.service"
 SERVICE_USER = "edgeport"
 DEFAULT_PREFIX = "/opt/edgeport"
-# The device wheel declares this; edge_server and devices run on 3.10 (JetPack 6's Python).
+# The device wheel declares this; edge_core, edge_server and devices run on 3.10 (JetPack 6's Python).
 DEVICE_MIN_PYTHON = "3.10"
 # Packages the device wheel carries: the server and the profiles. Never trainer/exporter.
-DEVICE_PACKAGES = ("edge_server", "devices")
+DEVICE_PACKAGES = ("edge_core", "edge_server", "devices")
 # What must import on the device for each bundle format; checked by install.sh before the
 # service starts. ONNX also checks the profile's execution providers (TensorRT on Jetson).
 RUNTIME_CHECKS = {
-    "tflite": "from edge_server.runtimes import find_litert_interpreter as f; print('edgeport install: runtime', f()[1])",
+    "tflite": "from edge_core.runtimes import find_litert_interpreter as f; print('edgeport install: runtime', f()[1])",
     "onnx": (
         "import onnxruntime as o; want = {providers!r}; have = o.get_available_providers(); "
         "missing = [p for p in want if p not in have]; "
@@ -157,12 +157,12 @@ def _version() -> str:
 def build_device_wheel(dest_dir: Path) -> Path:
     """Write edgeport's device-side packages as a wheel into `dest_dir`.
 
-    Built straight from the imported packages with zipfile: it works the same
+    Built straight from the packages' files with zipfile: it works the same
     from a source checkout, an editable install or an installed wheel, needs no
     build backend or network, and carries only what a device runs (no trainer,
     no exporter). The entry points give the device `edgeport serve`.
     """
-    import importlib
+    from importlib.util import find_spec
 
     version = _version()
     dist = f"edgeport-{version}.dist-info"
@@ -179,7 +179,7 @@ def build_device_wheel(dest_dir: Path) -> Path:
 
     meta = (
         f"Metadata-Version: 2.1\nName: edgeport\nVersion: {version}\n"
-        f"Summary: edgeport device runtime (edge_server + devices); dependencies are pinned in the deploy folder's requirements.txt\n"
+        f"Summary: edgeport device runtime (edge_core + edge_server + devices); dependencies are pinned in the deploy folder's requirements.txt\n"
         f"Requires-Python: >={DEVICE_MIN_PYTHON}\n"
     )
     entry = (
@@ -189,7 +189,7 @@ def build_device_wheel(dest_dir: Path) -> Path:
     wheel_meta = "Wheel-Version: 1.0\nGenerator: edgeport-deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     with zipfile.ZipFile(wheel_path, "w") as zf:
         for pkg in DEVICE_PACKAGES:
-            root = Path(importlib.import_module(pkg).__file__).parent
+            root = Path(find_spec(pkg).origin).parent  # found, not imported: packaging reads files only
             for path in sorted(root.rglob("*")):
                 rel = path.relative_to(root)
                 if path.is_dir() or "__pycache__" in rel.parts or path.suffix in (".pyc", ".pyo"):
@@ -294,8 +294,8 @@ Without systemd (a container, a chroot): `sudo EDGEPORT_SYSTEMD=no bash install.
 # the folder
 
 def _load_verified_bundle(path: Path):
-    from edge_server.bundle import BUNDLE_JSON, load_bundle
-    from edge_server.errors import BundleError
+    from edge_core.bundle import BUNDLE_JSON, load_bundle
+    from edge_core.errors import BundleError
 
     if path.is_file():
         raise DeviceError(f"Expected a bundle folder (model file + {BUNDLE_JSON}) from `edgeport export`. Received: {str(path)!r} (a file)")
@@ -323,7 +323,8 @@ def _check_out(out: Path) -> None:
 
 
 def deploy(opts: DeployOptions, log=print) -> DeployResult:
-    from edge_server.bundle import publish_dir, recover_interrupted, sha256_file
+    from edge_core.atomic import publish_dir, recover_interrupted
+    from edge_core.bundle import sha256_file
 
     profile = load_profile(opts.device)
     if profile.get("install", {}).get("unsupported"):

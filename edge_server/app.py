@@ -5,7 +5,12 @@ app around any bundle and the CLI can load, verify and warm the model before
 the first request is accepted.
 
 Cross-cutting concerns live here as request hooks, one each: API key,
-metrics and in-flight gauge, structured access log, CORS.
+metrics and in-flight gauge, structured access log, CORS. The first hook
+makes the request's context (context.py: deadline, memory admission, stage
+timings); routes hand it to the service, the last hook releases and counts it.
+Route modules are handed the server state when registered (routes/table.py)
+and never import this module. Errors from the ground floor become statuses
+through the one table in errors.py.
 """
 
 from __future__ import annotations
@@ -19,40 +24,26 @@ import time
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, has_request_context, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from edge_core.errors import BundleError, EdgeError, RequestError
+from edge_core.service import ModelService
+
 from .budget import Budget, current_rss, process_limit
-from .errors import ApiError, BundleError, EdgeError
+from .context import ServerRequest
+from .errors import ApiError, http_status
 from .metrics import ServerMetrics
-from .service import ModelService
+from .routes import admin, metrics, page, predict, tfserving, v2
+from .routes.table import PUBLIC_PATHS, blueprint
 from .settings import ServerSettings
 
 log = logging.getLogger("edgeport.server")
 access_log = logging.getLogger("edgeport.access")
 
-# Endpoints anyone may call even when an API key is set: probes (a kubelet or
-# systemd watchdog has no key) and the static page (it holds no data; its own
-# requests carry the key the user types in).
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-PUBLIC_ENDPOINTS = {"v2.health_live", "v2.health_ready", "page.index", "page.favicon"}
-
-
-class RequestGuard:
-    """The server's side of ModelService.guard: memory reserved per request (released when the request
-    ends, in create_app's teardown) and the request's deadline. Outside a request: nothing."""
-
-    def __init__(self, budget: Budget, timeout_s: float):
-        self.budget = budget
-        self.timeout_s = timeout_s
-
-    def admit(self, nbytes: int, what: str) -> None:
-        if not has_request_context():
-            return
-        g.setdefault("reserved", []).append(self.budget.reserve(nbytes, what))
-
-    def deadline(self) -> float | None:
-        return g.get("deadline") if has_request_context() else None
+# Blueprint name -> the module declaring its routes, in registration order.
+ROUTE_MODULES = {"predict": predict, "tfserving": tfserving, "v2": v2, "metrics": metrics, "page": page, "admin": admin}
 
 
 class ServerState:
@@ -64,14 +55,16 @@ class ServerState:
         limit, source = (settings.memory_limit, settings.memory_source or "--memory-budget-mb") if settings.memory_limit \
             else process_limit()
         self.budget = Budget.for_process(limit, source, baseline=current_rss())
-        self.guard = RequestGuard(self.budget, settings.request_timeout_s)
-        service.guard = self.guard
         self.metrics = ServerMetrics(self.budget)
         self.metrics.set_model(service)
         self._reload_lock = threading.Lock()
         # How a reload builds the new service; the CLI passes load_service (verify + warm up).
         self._load = load or (lambda path: _default_load(path, settings))
         self.last_reload: dict | None = None
+
+    def request(self) -> ServerRequest:
+        """The context of the request being handled: made by the app's first hook, handed on to the service."""
+        return g.edgeport_request
 
     def model(self, name: str | None = None, version: str | None = None) -> ModelService:
         svc = self.service  # one read: a reload mid-request cannot mix two models
@@ -99,17 +92,16 @@ class ServerState:
                     log.exception("reload raised")
                     e = BundleError(f"Expected a loadable bundle. Received: one that fails with {type(e).__name__}: "
                                     f"{str(e).splitlines()[0][:200] if str(e) else ''}")
-                self.metrics.reloads.inc("error")
+                self.metrics.reloads.labels("error").inc()
                 self.last_reload = {"ok": False, "error": str(e), "at": time.time()}
                 log.error("reload failed, still serving %s v%s: %s", old.name, old.version, e)
                 raise e from None
-            new.guard = self.guard
             self.service = new  # the swap: one reference assignment, atomic under the GIL
             previous = _brief(old)
             del old  # in-flight requests still hold it; the last one to finish frees it
             self.settings.bundle = path
             self.metrics.set_model(new)
-            self.metrics.reloads.inc("ok")
+            self.metrics.reloads.labels("ok").inc()
             ms = round((time.perf_counter() - t0) * 1e3, 1)
             self.last_reload = {"ok": True, "at": time.time(), "load_ms": ms}
             log.info("reloaded %s v%s (%s) in %.0f ms", new.name, new.version, new.sha256[:12], ms)
@@ -143,27 +135,23 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
     app.json.compact = True
     st = ServerState(service, settings, load)
     app.extensions["edgeport"] = st
-
-    from .routes import admin, metrics, page, predict, tfserving, v2
-
-    for mod in (predict, tfserving, v2, metrics, page, admin):
-        app.register_blueprint(mod.bp)
+    for name, module in ROUTE_MODULES.items():
+        app.register_blueprint(blueprint(name, module.ROUTES, st))
+    public_endpoints = {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule in PUBLIC_PATHS}
 
     expected_key = settings.api_key.encode() if settings.api_key else None
     cors = set(settings.cors_origins)
 
     @app.before_request
     def _start():
-        g.t0 = time.perf_counter()
         given = request.headers.get("X-Request-ID", "")
         # A client's id is echoed and logged: only if it is short and plain.
-        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        g.edgeport_request = ctx = ServerRequest(st.budget, settings.request_timeout_s, request_id)
         st.metrics.in_flight.inc()
-        g.in_flight = True
-        g.deadline = time.monotonic() + settings.request_timeout_s
         if request.method == "OPTIONS" and cors:
             return None  # a CORS preflight carries no credentials; _finish answers it
-        if expected_key is not None and request.endpoint not in PUBLIC_ENDPOINTS:
+        if expected_key is not None and request.endpoint not in public_endpoints:
             given = api_key_of_request()
             # compare_digest: the time taken does not reveal how much of a guess was right.
             if given is None or not hmac.compare_digest(given.encode(), expected_key):
@@ -171,9 +159,9 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
                 raise ApiError(401, f"Expected an API key in the X-API-Key header or 'Authorization: Bearer KEY'. Received: {what}")
         if request.content_length:
             # The body is read into memory whole, twice at its peak (werkzeug joins the chunks it read;
-            # a multipart body: the form parser's copy and the file's bytes), so it is reserved first.
+            # a multipart body: the form parser's copy and the file's bytes), so it is admitted first.
             copies = 2
-            st.guard.admit(request.content_length * copies, f"a {request.content_length:,}-byte body")
+            ctx.admit(request.content_length * copies, f"a {request.content_length:,}-byte body")
         return None
 
     @app.after_request
@@ -186,45 +174,46 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
                 resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
                 resp.headers["Access-Control-Allow-Headers"] = "Content-Type, X-API-Key, Authorization, Inference-Header-Content-Length"
                 resp.headers["Access-Control-Max-Age"] = "600"
-        resp.headers["X-Request-ID"] = g.get("request_id", "")
-        g.status = resp.status_code  # for _account, which runs at teardown
-        g.bytes_out = resp.calculate_content_length() or 0
+        ctx = g.get("edgeport_request")
+        if ctx is not None:  # for _account, which runs at teardown
+            resp.headers["X-Request-ID"] = ctx.request_id
+            ctx.status = resp.status_code
+            ctx.bytes_out = resp.calculate_content_length() or 0
         return resp
 
     @app.teardown_request
     def _account(exc):
-        for n in g.pop("reserved", ()):
-            st.budget.release(n)
-        if not g.pop("in_flight", False):
+        ctx = g.pop("edgeport_request", None)
+        if ctx is None:
             return
+        ctx.close()
         st.metrics.in_flight.dec()
-        status = g.get("status", 500)
-        seconds = time.perf_counter() - g.t0
+        seconds = time.perf_counter() - ctx.started
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        st.metrics.requests.inc(endpoint, request.method, str(status))
-        st.metrics.latency.observe(endpoint, value=seconds)
-        if "timings" in g:
-            st.metrics.observe_stages(g.timings)
+        st.metrics.observe_request(endpoint, request.method, ctx.status, seconds, ctx.timings)
         if settings.access_log:
             # Never the headers or the query string: they may carry the API key or user data.
             access_log.info(json.dumps({
-                "ts": round(time.time(), 3), "id": g.request_id, "remote": request.remote_addr, "method": request.method,
-                "path": request.path, "endpoint": endpoint, "status": status, "ms": round(seconds * 1e3, 2),
-                "bytes_in": request.content_length or 0, "bytes_out": g.get("bytes_out", 0), "error": g.get("error"),
+                "ts": round(time.time(), 3), "id": ctx.request_id, "remote": request.remote_addr, "method": request.method,
+                "path": request.path, "endpoint": endpoint, "status": ctx.status, "ms": round(seconds * 1e3, 2),
+                "bytes_in": request.content_length or 0, "bytes_out": ctx.bytes_out, "error": ctx.error,
             }, separators=(",", ":")))
 
     def _error(status: int, message: str, **details):
-        g.error = message[:200]
+        ctx = g.get("edgeport_request")
+        if ctx is not None:
+            ctx.error = message[:200]
         return jsonify({"error": message, **details}), status
 
-    @app.errorhandler(ApiError)
-    def _api_error(e: ApiError):
+    @app.errorhandler(RequestError)
+    def _request_error(e: RequestError):
+        status = http_status(e)
         details = dict(e.details)
         retry_after = details.pop("retry_after", None)
-        resp = _error(e.status, e.message, **details)
+        resp = _error(status, e.message, **details)
         if retry_after is not None:
-            return resp[0], e.status, {"Retry-After": str(retry_after)}
-        if e.status == 401:
+            return resp[0], status, {"Retry-After": str(retry_after)}
+        if status == 401:
             return resp[0], 401, {"WWW-Authenticate": 'Bearer realm="edgeport"'}
         return resp
 
@@ -249,9 +238,3 @@ def create_app(service: ModelService, settings: ServerSettings, load=None) -> Fl
         return _error(500, f"internal error: {type(e).__name__}")
 
     return app
-
-
-def state() -> ServerState:
-    from flask import current_app
-
-    return current_app.extensions["edgeport"]

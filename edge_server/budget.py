@@ -1,7 +1,7 @@
 """A memory budget for requests: estimate a request's peak before doing the work, admit it or refuse it.
 
-One request used to be able to take the server down: a 19 MiB JSON body of
-empty lists peaked at 735 MB while being parsed, a 34-byte WebP claiming
+Unchecked, one request can take the server down: a 19 MiB JSON body of
+empty lists peaks at 735 MB while being parsed, a 34-byte WebP claiming
 6000x6000 at 414 MB while being decoded. So every request's peak is
 estimated first, from what is known cheaply (Content-Length, the image
 header, a count of JSON brackets and commas), and reserved against a budget:
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import ApiError
+from edge_core.errors import Busy, TooLarge
 
 MiB = 1 << 20
 # What estimates miss: allocator fragmentation, waitress's buffers, Python objects per request.
@@ -152,18 +152,18 @@ class Budget:
         if nbytes > self.total:
             with self._cond:
                 self.refused["413"] += 1
-            raise ApiError(413, f"Expected a request this server can hold in memory: at most {self.total // MiB} MiB "
-                                f"at its peak. Received: {what}, needing about {_mib(nbytes)}")
+            raise TooLarge(f"Expected a request this server can hold in memory: at most {self.total // MiB} MiB "
+                           f"at its peak. Received: {what}, needing about {_mib(nbytes)}")
         deadline = time.monotonic() + self.wait_s
         with self._cond:
             while not self._fits(nbytes):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.refused["503"] += 1
-                    raise ApiError(503, f"Server busy: other requests hold its memory. Expected to fit {_mib(nbytes)} "
-                                        f"({what}) in the {_mib(self.total - self.used)} free of {self.total // MiB} MiB. "
-                                        f"Received: no room within {self.wait_s:g} s; retry after {RETRY_AFTER_S} s",
-                                   retry_after=RETRY_AFTER_S)
+                    raise Busy(f"Server busy: other requests hold its memory. Expected to fit {_mib(nbytes)} "
+                               f"({what}) in the {_mib(self.total - self.used)} free of {self.total // MiB} MiB. "
+                               f"Received: no room within {self.wait_s:g} s; retry after {RETRY_AFTER_S} s",
+                               retry_after=RETRY_AFTER_S)
                 self._cond.wait(left)
             self.used += nbytes
             self.peak = max(self.peak, self.used)

@@ -13,7 +13,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .preprocessing import add_arguments as add_preprocessing_arguments
+from edge_core.preprocessing import add_arguments as add_preprocessing_arguments
 
 # Modules only a workstation has: a missing one names the extra to install.
 WORKSTATION_MODULES = {m: "train" for m in ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")}
@@ -27,107 +27,69 @@ COMMAND_ORDER = ["demo-data", "train", "export", "bench", "deploy", "serve", "pr
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from edge_core.options import add_arguments
+    from edge_core.service import ServiceOptions
+
+    from .settings import ServerSettings
+
     p = sub.add_parser("serve", help="serve a bundle over HTTP (LiteRT or ONNX Runtime)")
-    p.add_argument("bundle", type=Path, help="a bundle folder, or a bare .tflite/.onnx file")
-    p.add_argument("--labels", type=Path, help="labels file for a bare model file (one per line)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--device", help="device profile for defaults (see devices/profiles)")
-    p.add_argument("--workers", type=int, help="model instances serving in parallel (default: from device or cores)")
-    p.add_argument("--threads", type=int, help="threads per model instance (default: cores / workers)")
-    p.add_argument("--solo-threads", type=int,
-                   help="threads of one extra instance that serves a request arriving while no other runs "
-                        "(default: all cores up to 4, if more than --threads; 0: no such instance)")
-    p.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
-    p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body accepted")
-    p.add_argument("--max-pixels", type=int, help="largest image accepted, in pixels (default 16,000,000: fits a 1 GB board)")
-    p.add_argument("--memory-budget-mb", type=float,
-                   help="memory the server may use; requests are admitted against it (default: the cgroup limit, "
-                        "the device profile's memory_max or half the RAM, whichever is smallest)")
-    p.add_argument("--request-timeout", type=float, default=15.0,
-                   help="seconds a request may spend decoding, waiting and inferring before it is answered 503 (default 15)")
-    p.add_argument("--http-threads", type=int, help="HTTP worker threads (default: workers + 2)")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow browser pages from ORIGIN (repeatable; default: CORS off)")
-    p.add_argument("--decode", choices=["auto", "exact", "fast"], default="auto",
-                   help="fast: decode large JPEGs at reduced scale (about half the decoding work, pixels move ~1 level); "
-                        "exact: the trainer's pixels; auto (default): fast unless the bundle's export check found it "
-                        "changes more than 1%% of this model's answers")
-    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no JSON access log lines on stderr")
+    add_arguments(p, ServerSettings)
+    add_arguments(p, ServiceOptions, layered=True)
     add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="classify image files with a bundle, no server")
-    p.add_argument("bundle", type=Path)
+    add_arguments(p, ServerSettings, only=("bundle", "labels"))
     p.add_argument("images", type=Path, nargs="+")
-    p.add_argument("--labels", type=Path, help="labels file for a bare model file")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--threads", type=int)
+    add_arguments(p, ServiceOptions, layered=True, only=("threads",))
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_predict)
 
 
-def _first_set(*values):
-    """The first value that is not None (0 is a real setting here, so `or` will not do)."""
-    return next((v for v in values if v is not None), None)
-
-
 def _service_options(args, profile: dict | None):
-    from .imageio import DEFAULT_MAX_PIXELS
-    from .preprocessing import from_args
-    from .service import ServiceOptions
+    """Flags, then the device profile's [serve] table, then ServiceOptions' defaults."""
+    from edge_core.options import layered
+    from edge_core.preprocessing import from_args
+    from edge_core.service import ServiceOptions
 
-    serve_cfg = (profile or {}).get("serve", {})
-    return ServiceOptions(
-        threads=getattr(args, "threads", None) or serve_cfg.get("threads"),
-        pool_size=getattr(args, "workers", None) or serve_cfg.get("workers"),
-        solo_threads=_first_set(getattr(args, "solo_threads", None), serve_cfg.get("solo_threads")),
-        max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
-        decode=getattr(args, "decode", "auto"),
-        onnx_providers=tuple(serve_cfg.get("onnx_providers", ["CPUExecutionProvider"])),
-        onnx_mem_arena=serve_cfg.get("onnx_mem_arena", True),
-        trt_cache_dir=serve_cfg.get("trt_cache_dir"),
-        preprocessing=from_args(args),
-    )
+    return ServiceOptions(**layered(ServiceOptions, args, (profile or {}).get("serve")), preprocessing=from_args(args))
 
 
 def cmd_serve(args) -> int:
+    from dataclasses import replace
+
     from devices import load_profile
+    from edge_core.errors import EdgeError
+    from edge_core.options import values
 
     from .budget import process_limit
-    from .errors import EdgeError
     from .serve import serve
     from .settings import ServerSettings
 
     profile = load_profile(args.device) if args.device else None
-    api_key = None
-    if args.api_key_file:
+    settings = ServerSettings(**values(ServerSettings, args), service=_service_options(args, profile))
+    if settings.api_key_file:
         try:
-            api_key = args.api_key_file.read_text().strip()
+            api_key = settings.api_key_file.read_text().strip()
         except OSError as e:
-            raise EdgeError(f"Expected a readable API key file. Received: {str(args.api_key_file)!r} ({e.strerror})") from None
+            raise EdgeError(f"Expected a readable API key file. Received: {str(settings.api_key_file)!r} ({e.strerror})") from None
         if not api_key:
-            raise EdgeError(f"Expected an API key in {args.api_key_file}. Received: an empty file")
-    if args.request_timeout is not None and args.request_timeout <= 0:
-        raise EdgeError(f"Expected --request-timeout of more than 0 seconds. Received: {args.request_timeout}")
-    explicit = int(args.memory_budget_mb * 1024 * 1024) if args.memory_budget_mb else None
-    memory_limit, memory_source = process_limit(explicit, profile)
-    settings = ServerSettings(
-        bundle=args.bundle, labels=args.labels, host=args.host, port=args.port, api_key=api_key,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024), service=_service_options(args, profile), device=args.device,
-        http_threads=args.http_threads, cors_origins=args.cors_origin, access_log=args.access_log,
-        memory_limit=memory_limit, memory_source=memory_source, request_timeout_s=args.request_timeout,
-    )
-    serve(settings)
+            raise EdgeError(f"Expected an API key in {settings.api_key_file}. Received: an empty file")
+        settings = replace(settings, api_key=api_key)
+    if settings.request_timeout_s <= 0:
+        raise EdgeError(f"Expected --request-timeout of more than 0 seconds. Received: {settings.request_timeout_s}")
+    memory_limit, memory_source = process_limit(settings.memory_limit, profile)
+    serve(replace(settings, memory_limit=memory_limit, memory_source=memory_source))
     return 0
 
 
 def cmd_predict(args) -> int:
     import json
 
-    from .errors import ApiError
-    from .service import ModelService
+    from edge_core.errors import RequestError
+    from edge_core.service import ModelService
 
     svc = ModelService.from_path(args.bundle, args.labels, _service_options(args, None))
     for warning in svc.warnings:
@@ -141,7 +103,7 @@ def cmd_predict(args) -> int:
             print(f"{path}: error: cannot read ({e.strerror})", file=sys.stderr)
             status = 2
             continue
-        except ApiError as e:
+        except RequestError as e:
             print(f"{path}: error: {e.message}", file=sys.stderr)
             status = 2
             continue

@@ -1,21 +1,31 @@
-"""Errors that reach a person: one line for the CLI, a JSON body with a 4xx status for HTTP."""
+"""HTTP errors: the one table from the ground floor's typed errors to statuses, and ApiError for
+what only HTTP can get wrong (an unknown model name, a missing key, a malformed JSON body)."""
+
+from __future__ import annotations
+
+from edge_core.errors import BadInput, Busy, RequestError, TooLarge, UnsupportedImage
 
 
-class EdgeError(Exception):
-    """A problem with a bundle, a model file or a setting: one line, exit code 2."""
-
-    cli_exit_code = 2
-
-
-class BundleError(EdgeError):
-    pass
-
-
-class ApiError(Exception):
-    """A client mistake. `status` is the HTTP status; the message says what was expected and what arrived."""
+class ApiError(RequestError):
+    """A client mistake the routes find themselves. `status` is the HTTP status; the message says
+    what was expected and what arrived."""
 
     def __init__(self, status: int, message: str, **details):
-        super().__init__(message)
+        super().__init__(message, **details)
         self.status = status
-        self.message = message
-        self.details = details
+
+
+# edge_core's request errors -> HTTP status; the most specific class listed wins (looked up along the MRO).
+STATUS = {
+    BadInput: 400,
+    UnsupportedImage: 415,
+    TooLarge: 413,
+    Busy: 503,
+    RequestError: 400,  # a request error of no more specific kind is the caller's mistake
+}
+
+
+def http_status(e: RequestError) -> int:
+    if isinstance(e, ApiError):
+        return e.status
+    return next(STATUS[cls] for cls in type(e).__mro__ if cls in STATUS)

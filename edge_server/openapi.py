@@ -11,15 +11,15 @@ a few carry extra keys (a failed reload says what is still serving).
 
 from __future__ import annotations
 
+from edge_core.imageio import ALLOWED_FORMATS
+
 from . import __version__
-from .imageio import ALLOWED_FORMATS
+from .routes.predict import DOCUMENTED_RAW_TYPES
+from .routes.table import PUBLIC_PATHS
 
 JSON = "application/json"
-RAW_IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream"]
 BINARY = {"type": "string", "format": "binary"}
 
-# Endpoints a server with an API key still answers without one (app.PUBLIC_ENDPOINTS).
-PUBLIC_PATHS = {"/v2/health/live", "/v2/health/ready", "/", "/favicon.ico"}
 
 
 def _ref(name: str) -> dict:
@@ -203,17 +203,14 @@ def openapi_document(svc) -> dict:
              "schema": {"type": "integer", "minimum": 1, "default": 5}}
     formats = ", ".join(sorted(ALLOWED_FORMATS))
 
-    def op(op_id: str, summary: str, ok: dict, *errors: int, params=(), body=None, public=False, **reasons) -> dict:
+    def op(op_id: str, summary: str, ok: dict, *errors: int, params=(), body=None, **reasons) -> dict:
         # operationId: what a generated client names the function (else `get`, `post_v1_models_namepredict`)
         o = {"operationId": op_id, "summary": summary, "responses": {"200": ok, **_errors(*errors, **reasons)}}
         if params:
             o["parameters"] = list(params)
         if body:
             o["requestBody"] = body
-        if not public:
-            o["responses"].update(_errors(401))
-        else:
-            o["security"] = []
+        o["responses"].update(_errors(401))  # taken off again for the public paths, at the end
         return o
 
     def json_body(schema: dict, required: bool = True) -> dict:
@@ -231,7 +228,7 @@ def openapi_document(svc) -> dict:
     image_body = {
         "required": True,
         "description": f"One encoded image ({formats}): the raw bytes, or a multipart file field named `image`.",
-        "content": {**{t: {"schema": BINARY} for t in RAW_IMAGE_TYPES},
+        "content": {**{t: {"schema": BINARY} for t in DOCUMENTED_RAW_TYPES},
                     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}}},
     }
     paths["/predict"] = {"post": op(
@@ -249,9 +246,9 @@ def openapi_document(svc) -> dict:
         e415="A b64 value that is not a JPEG, PNG, WebP or BMP image (any Content-Type is read as JSON)."))
 
     paths["/v2/health/live"] = {"get": op("v2_server_live", "Open Inference Protocol: server live", _json(
-        {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, "Live."), public=True)}
+        {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, "Live."))}
     ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
-    paths["/v2/health/ready"] = {"get": op("v2_server_ready", "Open Inference Protocol: server ready", _json(ready, "Ready."), 400, public=True,
+    paths["/v2/health/ready"] = {"get": op("v2_server_ready", "Open Inference Protocol: server ready", _json(ready, "Ready."), 400,
                                            e400="Not ready yet (the body says ready: false).")}
     paths["/v2/health/ready"]["get"]["responses"]["400"] = _json(ready, "Not ready yet.")
     paths["/v2"] = {"get": op("v2_server_metadata", "Open Inference Protocol: server metadata", _json(_ref("V2ServerMetadata"), "Server metadata."))}
@@ -289,8 +286,8 @@ def openapi_document(svc) -> dict:
     paths["/metrics"] = {"get": op("metrics", "Prometheus metrics", {"description": "Prometheus text exposition format 0.0.4.",
                                                           "content": {"text/plain": {"schema": {"type": "string"}}}})}
     paths["/"] = {"get": op("page", "A page to try the model in a browser", {"description": "The page.",
-                                                                      "content": {"text/html": {"schema": {"type": "string"}}}}, public=True)}
-    paths["/favicon.ico"] = {"get": op("favicon", "No icon", {"description": "Nothing."}, public=True)}
+                                                                      "content": {"text/html": {"schema": {"type": "string"}}}})}
+    paths["/favicon.ico"] = {"get": op("favicon", "No icon", {"description": "Nothing."})}
     paths["/favicon.ico"]["get"]["responses"] = {"204": {"description": "No content."}}
     paths["/model"] = {"get": op("model_details", "The served model's bundle details", _json(_ref("ModelDescription"), "Name, version, labels, input and output."))}
     paths["/openapi.json"] = {"get": op("openapi", "This document", _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1."))}
@@ -299,6 +296,10 @@ def openapi_document(svc) -> dict:
         400, 404, 413, 422, body=json_body(_ref("ReloadRequest"), required=False),
         e404="Admin endpoints are off: the server was started without an API key.",
         e422="The new bundle failed to load or verify; the old one keeps serving.")}
+    for path in PUBLIC_PATHS:  # answered without the API key: no 401, and no security requirement
+        for o in paths[path].values():
+            o["responses"].pop("401", None)
+            o["security"] = []
 
     return {
         "openapi": "3.1.0",

@@ -9,9 +9,10 @@ import threading
 import time
 from pathlib import Path
 
+from edge_core.errors import EdgeError
+from edge_core.service import ModelService
+
 from .app import create_app
-from .errors import EdgeError
-from .service import ModelService
 from .settings import ServerSettings
 
 log = logging.getLogger("edgeport.server")

@@ -1,33 +1,54 @@
-"""Server settings: one dataclass, filled by the CLI (and a device profile), read by the app."""
+"""Server settings: one dataclass, filled by the CLI (and a device profile), read by the app.
+
+Each field that is a `serve` flag declares it (edge_core.options): the parser is built from
+these fields and ServiceOptions', and the parsed values come back by field name.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .service import ServiceOptions
+from edge_core.options import option
+from edge_core.service import ServiceOptions
+
+MiB = 1024 * 1024
+
+
+def megabytes(text: str) -> int:
+    """A flag's megabytes (a float) as bytes."""
+    return int(float(text) * MiB)
 
 
 @dataclass
 class ServerSettings:
-    bundle: Path
-    labels: Path | None = None
-    host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = 8080
+    bundle: Path = option(help="a bundle folder, or a bare .tflite/.onnx file", positional=True, type=Path)
+    labels: Path | None = option(None, "labels file for a bare model file (one per line)", type=Path)
+    # loopback unless told otherwise
+    host: str = option("127.0.0.1", "address to bind (default 127.0.0.1: this machine only)")
+    port: int = option(8080, type=int)
+    device: str | None = option(None, "device profile for defaults (see devices/profiles)")
     api_key: str | None = None  # None: no key needed, and the admin endpoints are off
-    max_body_bytes: int = 20 * 1024 * 1024
-    http_threads: int | None = None  # waitress worker threads; None: pool size + 2
-    cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
-    access_log: bool = True  # one JSON line per request on stderr
-    service: ServiceOptions = field(default_factory=ServiceOptions)
-    device: str | None = None
+    api_key_file: Path | None = option(None, "file holding the API key clients must send", type=Path)
+    max_body_bytes: int = option(20 * MiB, "largest request body accepted", flag="--max-body-mb", type=megabytes)
     # Memory the server may use (bytes); None: the cgroup limit, the device profile's memory_max, or half
     # the RAM, whichever is tightest (budget.process_limit). Requests are admitted against it minus the
     # memory in use at start-up.
-    memory_limit: int | None = None
+    memory_limit: int | None = option(None, "memory the server may use; requests are admitted against it (default: the cgroup limit, "
+                                            "the device profile's memory_max or half the RAM, whichever is smallest)",
+                                      flag="--memory-budget-mb", type=megabytes)
     memory_source: str = ""
     # A request's whole time in the app (decode, wait for an instance, inference); past it: 503.
-    request_timeout_s: float = 15.0
+    request_timeout_s: float = option(15.0, "seconds a request may spend decoding, waiting and inferring before it is answered 503 "
+                                            "(default 15)", flag="--request-timeout", type=float)
+    # waitress worker threads; None: pool size + 2
+    http_threads: int | None = option(None, "HTTP worker threads (default: workers + 2)", type=int)
+    # empty: CORS off
+    cors_origins: list[str] = option(help="allow browser pages from ORIGIN (repeatable; default: CORS off)", flag="--cors-origin",
+                                     action="append", metavar="ORIGIN", default_factory=list)
+    # one JSON line per request on stderr
+    access_log: bool = option(True, "no JSON access log lines on stderr", flag="--no-access-log", action="store_false")
+    service: ServiceOptions = field(default_factory=ServiceOptions)
     # Connection guards for waitress (http_server.py): a request's headers must arrive within
     # header_timeout_s, and the whole request within body_timeout_s; an idle keep-alive connection
     # is closed after idle_timeout_s.

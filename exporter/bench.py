@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from edge_server.service import ModelService, ServiceOptions
+from edge_core.service import ModelService, ServiceOptions
 
 from . import calibration as calib
 from .verify import accuracy, latency_ms, runtime_probabilities, table

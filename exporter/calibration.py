@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_server.imageio import decode_to_array
+from edge_core.imageio import decode_to_array
 
 from .errors import ExportError
 

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="input size for a model built for any size (input shape (None, None, 3))")
     p.add_argument("--unsafe-deserialization", action="store_true",
                    help="let Keras run the Python code of Lambda layers in the file (safe_mode=False); only for files you trust")
-    from edge_server.preprocessing import add_arguments
+    from edge_core.preprocessing import add_arguments
 
     add_arguments(p, "What the source model's input expects. It is folded into the exported graph, so the bundle takes raw "
                      "0-255 RGB like every other. Default: raw 0-255 RGB (a trainer run's models all do).")
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args) -> int:
-    from edge_server.preprocessing import from_args
+    from edge_core.preprocessing import from_args
 
     from .pipeline import ExportConfig, export
 

@@ -67,7 +67,7 @@ def check_classifier(model, image_size: int | None = None) -> int:
 def with_preprocessing(model, pre):
     """The model behind a fixed 1x1 convolution doing the declared preprocessing, so the graph takes raw 0-255 RGB.
 
-    `pre` (edge_server.preprocessing.Preprocessing) is an affine map per pixel: channel reorder, then
+    `pre` (edge_core.preprocessing.Preprocessing) is an affine map per pixel: channel reorder, then
     (x - mean) / std. As a Conv2D it converts to one builtin op in TFLite (int8 included) and in ONNX,
     and the verification's Keras reference runs the same wrapped model.
     """

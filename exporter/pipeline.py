@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_server.bundle import _alive, write_bundle
+from edge_core.atomic import process_alive
+from edge_core.bundle import write_bundle
 
 from . import calibration as calib
 from .errors import ExportError, VerificationError
@@ -42,7 +43,7 @@ class ExportConfig:
     calibration_size: int = 200
     verify_size: int = 200
     seed: int = 0
-    # What the source model expects (edge_server.preprocessing.Preprocessing); folded into the exported graph.
+    # What the source model expects (edge_core.preprocessing.Preprocessing); folded into the exported graph.
     preprocessing: object | None = None
     image_size: int | None = None  # for a model built for any input size (None, None, 3)
     unsafe_deserialization: bool = False  # let Keras run a trusted file's Lambda code (safe_mode=False)
@@ -69,7 +70,7 @@ def checked(fmt: str):
                 raise ExportError(f"{fmt}/{precision} conversion failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
             if not out_path.is_file() or out_path.stat().st_size == 0:
                 raise ExportError(f"{fmt}/{precision} conversion reported success but wrote no model file")
-            from edge_server.runtimes import RuntimeOptions, open_runtime
+            from edge_core.runtimes import RuntimeOptions, open_runtime
 
             open_runtime(fmt, out_path, RuntimeOptions(threads=1))  # loads, or raises a one-line error
             log(f"export: {fmt}/{precision} written ({out_path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t:.1f} s")
@@ -109,7 +110,7 @@ def import_tensorflow_quietly() -> None:
 
     if "tensorflow" in sys.modules:
         return
-    from edge_server.runtimes import native_info_filtered
+    from edge_core.runtimes import native_info_filtered
 
     with native_info_filtered(drop=("I0000 ", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")):
         import tensorflow  # noqa: F401
@@ -137,7 +138,7 @@ def clean_orphaned_workdirs(tmp: str | Path | None = None) -> list[Path]:
         return removed
     for p in entries:
         m = _WORKDIR.match(p.name)
-        if m and p.is_dir() and not p.is_symlink() and not _alive(int(m[1])):
+        if m and p.is_dir() and not p.is_symlink() and not process_alive(int(m[1])):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
@@ -261,7 +262,7 @@ def _size_of(path) -> int:
 
 
 def _bundle_meta(source, fmt, precision, model_file: Path, activation, size, figures, device, n_calibration) -> dict:
-    from edge_server.runtimes import RuntimeOptions, open_runtime
+    from edge_core.runtimes import RuntimeOptions, open_runtime
 
     rt = open_runtime(fmt, model_file, RuntimeOptions(threads=1))
     rep = source.report

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
 
-from edge_server.bundle import sha256_file
+from edge_core.bundle import sha256_file
 
 from .errors import ExportError
 
@@ -179,7 +179,7 @@ class OnnxReference:
     """ONNX Runtime on the original file, fed what it expects: the verification reference for an ONNX source."""
 
     def __init__(self, path: Path, info: dict, preprocessing=None):
-        from edge_server.runtimes import OnnxRuntime, RuntimeOptions
+        from edge_core.runtimes import OnnxRuntime, RuntimeOptions
 
         self.session = OnnxRuntime(path, RuntimeOptions(threads=2)).session
         self.info, self.preprocessing = info, preprocessing

@@ -47,7 +47,7 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
 
 def op_names(path: Path) -> list[str]:
     """The operator names in a .tflite file, read by the LiteRT interpreter (no allocation needed)."""
-    from edge_server.runtimes import find_litert_interpreter, native_info_filtered
+    from edge_core.runtimes import find_litert_interpreter, native_info_filtered
 
     Interpreter, _ = find_litert_interpreter()
     with native_info_filtered():

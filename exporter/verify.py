@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_server.errors import ApiError
-from edge_server.imageio import decode_to_array, open_image, reduced_scale
-from edge_server.runtimes import RuntimeOptions, open_runtime
-from edge_server.service import to_probabilities
+from edge_core.errors import RequestError
+from edge_core.imageio import decode_to_array, open_image, reduced_scale
+from edge_core.runtimes import RuntimeOptions, open_runtime
+from edge_core.service import to_probabilities
 
 
 # A reference top-1 probability under this is "unsure": a changed answer there is a near-tie.
@@ -72,7 +72,7 @@ def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
             if reduced_scale(open_image(data), size) == 1:
                 continue
             pair = np.stack([decode_to_array(data, size), decode_to_array(data, size, fast=True)])
-        except (OSError, ApiError):  # load_images already skipped (and said) what does not read or decode
+        except (OSError, RequestError):  # load_images already skipped (and said) what does not read or decode
             continue
         probs = runtime_probabilities(rt, pair, activation)
         n += 1

@@ -26,7 +26,7 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --no-deps onnx2tf==1.29.24 onnx-graphsurgeon==0.6.1 sng4onnx==2.0.1 \
       tf-keras==2.21.0 psutil 2>&1 | grep -v "^WARNING: Location" || true
   fi
-  .venv/bin/python -c "import edge_server, exporter, trainer" \
+  .venv/bin/python -c "import edge_core, edge_server, exporter, trainer" \
     || { echo "setup: install failed" >&2; exit 1; }
   touch "$stamp"
 fi

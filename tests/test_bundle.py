@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from edge_server import bundle as B
-from edge_server.errors import BundleError
+from edge_core import bundle as B
+from edge_core.errors import BundleError
 
 
 def meta(**kw):

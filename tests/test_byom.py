@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import labelled_folder
 
-from edge_server.service import ModelService
+from edge_core.service import ModelService
 from exporter import ExportConfig, export
 from exporter.formats import lookup
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import edgeport_cmd
 from edge_server.app import create_app
-from edge_server.errors import BundleError, EdgeError
-from edge_server.preprocessing import declared
-from edge_server.service import ModelService, ServiceOptions
+from edge_core.errors import BundleError, EdgeError
+from edge_core.preprocessing import declared
+from edge_core.service import ModelService, ServiceOptions
 from edge_server.settings import ServerSettings
 
 SIZE = 16
@@ -109,7 +109,7 @@ def test_bare_onnx_expecting_bgr_mean_std_served_over_http_once_declared(bgr_onn
 
 
 def test_preprocessing_flags_on_a_bundle_are_refused(tmp_path, bgr_onnx):
-    from edge_server.bundle import write_bundle
+    from edge_core.bundle import write_bundle
 
     bundle = write_bundle(tmp_path / "b", bgr_onnx / "bgr.onnx", {
         "name": "b", "format": "onnx", "labels": ["blue", "green", "red"],
@@ -219,7 +219,7 @@ def with_metadata(tflite: bytes, metadata: bytes, files: dict) -> bytes:
 
 
 def test_tflite_with_model_metadata_is_served_with_its_own_labels_and_normalization(unit_range_tflite, tmp_path):
-    from edge_server.tflite_metadata import read_tflite_metadata
+    from edge_core.tflite_metadata import read_tflite_metadata
 
     plain = unit_range_tflite / "brightness.tflite"
     assert read_tflite_metadata(plain) is None  # TFLiteConverter's own entries (min_runtime_version) are not Model Metadata

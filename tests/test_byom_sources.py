@@ -129,8 +129,8 @@ def test_nchw_onnx_converts_to_tflite_int8_verified_against_onnxruntime(zoo, tmp
 
     if importlib.util.find_spec("onnx2tf") is None:
         pytest.skip("onnx2tf is not installed (scripts/setup.sh installs it)")
-    from edge_server.preprocessing import declared
-    from edge_server.service import ModelService
+    from edge_core.preprocessing import declared
+    from edge_core.service import ModelService
     from exporter.source import OnnxReference, check_onnx_source
 
     torchlike_onnx(tmp_path / "torch.onnx")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_server.errors import BundleError
-from edge_server.imageio import decode_to_array, open_image, reduced_scale
-from edge_server.service import MIN_FAST_AGREEMENT, ModelService, ServiceOptions, choose_decode
+from edge_core.errors import BundleError
+from edge_core.imageio import decode_to_array, open_image, reduced_scale
+from edge_core.service import MIN_FAST_AGREEMENT, ModelService, ServiceOptions, choose_decode
 
 SIDES = (2, 2.5, 3, 3.5, 4, 5, 6, 8, 10)  # image side / model side: every reduction 1/2, 1/4, 1/8
 
@@ -120,7 +120,7 @@ def test_unknown_decode_mode_is_a_clear_error():
 
 
 def test_export_check_measures_only_images_fast_decoding_reduces(int8_bundle, large_demo, tmp_path):
-    from edge_server.runtimes import RuntimeOptions, open_runtime
+    from edge_core.runtimes import RuntimeOptions, open_runtime
     from exporter.verify import fast_decode_check
 
     paths = []

@@ -20,7 +20,7 @@ import pytest
 
 import devices
 from devices import deploy as dp
-from edge_server.bundle import sha256_file, write_bundle
+from edge_core.bundle import sha256_file, write_bundle
 
 ALL_DEVICES = ["jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "x86-64"]
 INSTALLABLE = [d for d in ALL_DEVICES if d != "jetson-nano"]
@@ -145,7 +145,7 @@ def test_deploy_wheel_carries_only_the_device_code(bundle, tmp_path):
         entry = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
         record = zf.read(next(n for n in names if n.endswith("RECORD"))).decode()
     assert "edge_server/cli.py" in names and "devices/profiles/raspberry-pi-4.toml" in names
-    assert "devices/install/install.sh" in names and "edge_server/bundle.py" in names
+    assert "devices/install/install.sh" in names and "edge_core/bundle.py" in names
     assert not any(n.startswith(("trainer/", "exporter/", "tests/")) or "__pycache__" in n for n in names)
     assert "edgeport = edge_server.cli:main" in entry and "devices = devices.cli:register" in entry
     assert all(n in record for n in names)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import sabotage_weights
-from edge_server.service import ModelService
+from edge_core.service import ModelService
 from exporter import ExportConfig, ExportError, VerificationError, export
 from exporter.formats import FORMATS, allowed_combinations, lookup
 
@@ -19,7 +19,7 @@ def check_contract(bundle, fmt, io_dtype):
     meta = json.loads((bundle / "bundle.json").read_text())
     model_file = bundle / meta["model_file"]
     if fmt == "tflite":
-        from edge_server.runtimes import find_litert_interpreter
+        from edge_core.runtimes import find_litert_interpreter
         from exporter.to_tflite import op_names
 
         names = op_names(model_file)
@@ -30,7 +30,7 @@ def check_contract(bundle, fmt, io_dtype):
     else:
         import onnxruntime as ort
 
-        from edge_server.runtimes import RuntimeOptions, open_runtime
+        from edge_core.runtimes import RuntimeOptions, open_runtime
         from exporter.to_onnx import check_graph
 
         check_graph(model_file)

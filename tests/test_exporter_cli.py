@@ -6,8 +6,8 @@ import pytest
 from conftest import labelled_folder
 
 from devices import DeviceError
+from edge_core.service import ModelService
 from edge_server.cli import main
-from edge_server.service import ModelService
 from exporter import ExportConfig
 from exporter.pipeline import _defaults
 

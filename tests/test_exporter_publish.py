@@ -12,9 +12,9 @@ import time
 import pytest
 
 from conftest import sabotage_weights
-from edge_server.bundle import load_bundle, recover_interrupted
-from edge_server.errors import BundleError
-from edge_server.service import ModelService
+from edge_core.bundle import load_bundle, recover_interrupted
+from edge_core.errors import BundleError
+from edge_core.service import ModelService
 from exporter import ExportConfig, ExportError, VerificationError, export
 
 
@@ -70,7 +70,7 @@ def test_exception_mid_conversion_publishes_nothing(trained_run, heldout_dir, ol
 KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-import edge_server.bundle as B
+import edge_core.bundle as B
 from exporter import ExportConfig, export
 
 marker = Path(sys.argv[3])

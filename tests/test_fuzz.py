@@ -1,6 +1,6 @@
 """Fuzzing the image decoder and the request parsers (hypothesis; strategies in tests/fuzz/strategies.py).
 
-The invariant everywhere: success, or an ApiError / JSON error with a 4xx
+The invariant everywhere: success, or a RequestError / JSON error with a 4xx
 status. Never another exception, never a 5xx, never an HTML page.
 
 Bounded for CI (EXAMPLES per test, a few seconds each). Longer runs:
@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import strategies as S  # noqa: E402
 
-from edge_server.errors import ApiError  # noqa: E402
-from edge_server.imageio import decode_to_array  # noqa: E402
+from edge_core.errors import RequestError  # noqa: E402
+from edge_core.imageio import decode_to_array  # noqa: E402
+from edge_server.errors import http_status  # noqa: E402
 
 EXAMPLES = int(os.environ.get("EDGEPORT_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize="EDGEPORT_FUZZ_EXAMPLES" not in os.environ,
@@ -36,8 +37,8 @@ MAX_PIXELS = 1_000_000  # a lying header asks for a huge canvas: refuse it early
 def decode_or_4xx(data: bytes, fast: bool = False):
     try:
         x = decode_to_array(data, S.SIZE, MAX_PIXELS, fast=fast, timings={})
-    except ApiError as e:
-        assert 400 <= e.status < 500, (e.status, e.message)
+    except RequestError as e:
+        assert 400 <= http_status(e) < 500, (http_status(e), e.message)
         assert "Expected" in e.message and "Received" in e.message, e.message
         return e
     assert x.shape == (S.SIZE, S.SIZE, 3) and x.dtype == np.uint8
@@ -53,8 +54,8 @@ def test_decode_mutated_images(data, fast):
 def test_seed_images_decode():
     """The seeds themselves: every allowed format decodes; GIF and TIFF are a 415."""
     results = [decode_or_4xx(d) for d in S.SEEDS]
-    errors = [r for r in results if isinstance(r, ApiError)]
-    assert [e.status for e in errors] == [415, 415], [e.message for e in errors]
+    errors = [r for r in results if isinstance(r, RequestError)]
+    assert [http_status(e) for e in errors] == [415, 415], [e.message for e in errors]
 
 
 @pytest.mark.parametrize("cut", [0, 1, 2, 8, 20, 50, 100, -10, -2, -1])
@@ -67,8 +68,8 @@ def test_truncated_seeds(cut):
 
 @pytest.fixture(scope="module")
 def client(int8_bundle):
+    from edge_core.service import ModelService, ServiceOptions
     from edge_server.app import create_app
-    from edge_server.service import ModelService, ServiceOptions
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, warmup_runs=0, max_pixels=MAX_PIXELS))
@@ -187,8 +188,8 @@ def test_tfserving_regressions(client, body):
 def test_admin_reload_nested_too_deeply(int8_bundle):
     """Found while reviewing what the fuzzers could not reach (the fixture server has no key): with a key, a
     deeply nested reload body raised RecursionError through get_json(silent=True) -> 500."""
+    from edge_core.service import ModelService, ServiceOptions
     from edge_server.app import create_app
-    from edge_server.service import ModelService, ServiceOptions
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, warmup_runs=0))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_core.bundle import load_bundle
+from edge_core.errors import BundleError
+from edge_core.service import ModelService, ServiceOptions
 from edge_server.app import ServerState, create_app
-from edge_server.bundle import load_bundle
-from edge_server.errors import BundleError
 from edge_server.serve import exposure_warning
-from edge_server.service import ModelService, ServiceOptions
 from edge_server.settings import ServerSettings
 
 KEY = "admin-test-key"

@@ -1,4 +1,4 @@
-"""The one decoder (edge_server/imageio.py, also the trainer's) against the issue's wrong answers and bombs.
+"""The one decoder (edge_core/imageio.py, also the trainer's) against the issue's wrong answers and bombs.
 
 Plain functions on synthetic images: no model, no server.
 """
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_server.errors import ApiError
-from edge_server.imageio import DEFAULT_MAX_PIXELS, MAX_JPEG_SCANS, decode_peak, decode_to_array, open_image
+from edge_core.errors import RequestError
+from edge_core.imageio import DEFAULT_MAX_PIXELS, MAX_JPEG_SCANS, decode_peak, decode_to_array, open_image
+from edge_server.errors import http_status
 from trainer.data import _check_image, decode_image
 
 
@@ -40,9 +41,9 @@ def both(data: bytes, tmp_path, size=64, **kw):
 def test_a_jpeg_cut_short_but_ending_with_eoi_is_refused(keep, fast, tmp_path):
     data = encode(photo(), quality=90)
     cut = data[: int(len(data) * keep)] + b"\xff\xd9"
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         decode_to_array(cut, 64, fast=fast)
-    assert e.value.status == 400 and "cut short" in e.value.message
+    assert http_status(e.value) == 400 and "cut short" in e.value.message
     f = tmp_path / "cut.jpg"
     f.write_bytes(cut)
     assert "cut short" in _check_image(f)  # the trainer skips it with the same reason
@@ -90,10 +91,10 @@ def scan_bomb(scans: int, h=240, w=320) -> bytes:
 def test_a_progressive_scan_bomb_is_refused_before_decoding():
     bomb = scan_bomb(5000)
     t0 = time.perf_counter()
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         decode_to_array(bomb, 64)
     ms = (time.perf_counter() - t0) * 1e3
-    assert e.value.status == 400 and f"at most {MAX_JPEG_SCANS} scans" in e.value.message, e.value.message
+    assert http_status(e.value) == 400 and f"at most {MAX_JPEG_SCANS} scans" in e.value.message, e.value.message
     assert ms < 50, ms  # refused from a byte count, not by decoding
 
 
@@ -106,9 +107,9 @@ def test_ordinary_progressive_jpegs_pass():
 
 def test_a_decode_past_its_deadline_stops_with_503():
     big = encode(photo(2000, 3000), "PNG")  # decoded in chunks: the deadline is checked between them
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         decode_to_array(big, 64, deadline=time.monotonic() - 1)
-    assert e.value.status == 503 and e.value.details.get("retry_after")
+    assert http_status(e.value) == 503 and e.value.details.get("retry_after")
 
 
 def test_the_pixel_limit_fits_a_1_gb_board_and_real_photos():
@@ -122,9 +123,9 @@ def test_the_pixel_limit_fits_a_1_gb_board_and_real_photos():
 def test_a_tiny_webp_claiming_6000_by_6000_is_refused_from_its_header():
     bomb = encode(np.zeros((6000, 6000, 3), np.uint8), "WEBP", lossless=True)
     assert len(bomb) < 20_000
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         open_image(bomb)
-    assert e.value.status == 413 and "6000x6000" in e.value.message
+    assert http_status(e.value) == 413 and "6000x6000" in e.value.message
 
 
 def test_a_baseline_jpeg_with_repeated_scans_fails_fast_without_counting():
@@ -133,6 +134,6 @@ def test_a_baseline_jpeg_with_repeated_scans_fails_fast_without_counting():
     sos, eoi = data.find(b"\xff\xda"), data.rfind(b"\xff\xd9")
     bomb = data[:eoi] + data[sos:eoi] * 200 + data[eoi:]
     t0 = time.perf_counter()
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         decode_to_array(bomb, 64)
-    assert e.value.status == 400 and time.perf_counter() - t0 < 1
+    assert http_status(e.value) == 400 and time.perf_counter() - t0 < 1

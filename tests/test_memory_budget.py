@@ -18,9 +18,10 @@ from PIL import Image
 
 from edge_server.app import create_app
 from edge_server.budget import MiB, Budget, parse_size, process_limit
-from edge_server.errors import ApiError
+from edge_core.errors import RequestError
+from edge_server.errors import http_status
 from edge_server.routes.common import json_limits
-from edge_server.service import ModelService, ServiceOptions
+from edge_core.service import ModelService, ServiceOptions
 from edge_server.settings import ServerSettings
 
 KEY = "budget-test-key"
@@ -65,14 +66,14 @@ def error(resp, status, *words):
 
 def test_budget_refuses_what_never_fits_and_makes_others_wait_then_503():
     b = Budget(100 * MiB, wait_s=0.3)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         b.reserve(101 * MiB, "a huge thing")
-    assert e.value.status == 413
+    assert http_status(e.value) == 413
     held = b.reserve(80 * MiB, "first")
     t0 = time.monotonic()
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(RequestError) as e:
         b.reserve(30 * MiB, "second")
-    assert e.value.status == 503 and e.value.details["retry_after"] and time.monotonic() - t0 >= 0.29
+    assert http_status(e.value) == 503 and e.value.details["retry_after"] and time.monotonic() - t0 >= 0.29
     threading.Timer(0.1, b.release, [held]).start()  # freed in time: the waiting request goes ahead
     b.wait_s = 2
     b.release(b.reserve(30 * MiB, "third"))

@@ -40,7 +40,7 @@ def _flask_paths(app) -> set[tuple[str, str]]:
 def test_document_lists_every_route_and_nothing_else(int8_bundle):
     from edge_server.app import create_app
     from edge_server.openapi import openapi_document
-    from edge_server.service import ModelService, ServiceOptions
+    from edge_core.service import ModelService, ServiceOptions
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, warmup_runs=0))

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from edge_server.service import ModelService
+from edge_core.service import ModelService
 from exporter.calibration import folder_items, load_images
 
 

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from edge_server.errors import ApiError, EdgeError
-from edge_server.pool import RuntimePool
-from edge_server.service import ServiceOptions
+from edge_core.errors import EdgeError, RequestError
+from edge_core.pool import RuntimePool
+from edge_core.service import ServiceOptions
+from edge_server.errors import http_status
 
 
 class Fake:
@@ -68,10 +69,10 @@ def test_no_instance_is_ever_used_by_two_requests_at_once():
 def test_a_pool_busy_past_the_timeout_answers_503():
     p = pool(size=1, solo=False)
     with p.acquire():
-        with pytest.raises(ApiError) as e:
+        with pytest.raises(RequestError) as e:
             with p.acquire(timeout=0.05):
                 pass
-    assert e.value.status == 503
+    assert http_status(e.value) == 503
 
 
 @pytest.mark.parametrize("options, expected", [
@@ -82,7 +83,7 @@ def test_a_pool_busy_past_the_timeout_answers_503():
     (ServiceOptions(onnx_providers=("CUDAExecutionProvider", "CPUExecutionProvider")), (2, 1, 0)),
 ])
 def test_pool_defaults_on_two_cores(monkeypatch, options, expected):
-    monkeypatch.setattr("edge_server.service.usable_cores", lambda: 2)
+    monkeypatch.setattr("edge_core.service.usable_cores", lambda: 2)
     assert options.resolved() == expected
 
 
@@ -103,6 +104,6 @@ def test_a_request_still_decoding_counts_as_company():
 def test_cores_are_the_ones_this_process_may_use():
     import os
 
-    from edge_server.service import usable_cores
+    from edge_core.service import usable_cores
 
     assert usable_cores() == len(os.sched_getaffinity(0)) <= (os.cpu_count() or 1)

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from edge_server.imageio import decode_to_array
+from edge_core.imageio import decode_to_array
 from trainer.data import decode_image
 
 

@@ -7,7 +7,7 @@ tflite-support pins protobuf < 4, which TensorFlow 2.21 cannot share):
 
 `image_classifier.MetadataWriter` is what TFLite Model Maker calls to label its
 image classifiers (MediaPipe Model Maker writes the same schema), so a file it
-writes is the real thing edgeport's own reader (edge_server/tflite_metadata.py)
+writes is the real thing edgeport's own reader (edge_core/tflite_metadata.py)
 must read. tests/test_byom_serve.py runs it when EDGEPORT_TFLITE_SUPPORT_PYTHON
 names such a Python (scripts/test.sh makes one).
 """

@@ -1,9 +1,13 @@
-"""The training options: one dataclass that the CLI fills and `trainer.train` reads."""
+"""The training options: one dataclass whose fields declare the `edgeport train` flags too
+(edge_core.options builds the parser from them), read by `trainer.train`."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from edge_core.options import option
 
 from .errors import TrainerError
 from .strategy import CLASS_WEIGHTS
@@ -11,31 +15,35 @@ from .strategy import CLASS_WEIGHTS
 
 @dataclass
 class TrainConfig:
-    data_dir: Path
-    val_dir: Path | None = None
-    backbone: str = "mobilenet_v2"
-    alpha: float | None = None
-    image_size: int | None = None  # None: the backbone's default
-    weights: str | None = "imagenet"  # "imagenet", None (from scratch) or a file path
-    head: str = "gap"
-    similarity: str = "auto"  # high | low | auto
-    small_threshold: int = 1000
-    strategy: int | None = None  # override the quadrant rule
-    unfreeze_blocks: int | None = None
-    augment: bool | None = None  # None: the quadrant rule decides
+    data_dir: Path = option(help="a folder with one subfolder of images per class", positional=True, type=Path)
+    val_dir: Path | None = option(None, "a separate validation folder (default: a seeded stratified split)", type=Path)
+    backbone: str = option("mobilenet_v2", "mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | resnet50")
+    alpha: float | None = option(None, "width multiplier (MobileNets)", type=float)
+    image_size: int | None = option(None, "square input size in pixels (default: the backbone's)", type=int)
+    # "imagenet", None (from scratch) or a file path
+    weights: str | None = option("imagenet", "imagenet (from Keras' cache, or downloaded) | auto (imagenet when cached, else none) "
+                                             "| none | PATH to a weights or .keras file")
+    head: str = option("gap", choices=["fc", "gap", "svm"])
+    similarity: str = option("auto", choices=["high", "low", "auto"])
+    small_threshold: int = option(1000, "datasets up to this many images count as small", type=int)
+    strategy: int | None = option(None, "override the quadrant rule", type=int, choices=[1, 2, 3])
+    unfreeze_blocks: int | None = option(None, "strategy 2: how many top blocks train", type=int)
+    augment: bool | None = option(None, "force data augmentation on or off (default: the quadrant rule decides)",
+                                  action=argparse.BooleanOptionalAction)
     augment_views: int = 4  # cached augmented views per image for strategy 3
-    class_weights: str = "auto"  # auto (balanced when imbalanced) | balanced | none
-    cut_block: int | None = None  # strategy 3 on an earlier block's features
-    epochs: int = 10
-    fine_tune_epochs: int | None = None  # strategy 2, phase 2; None: same as epochs
-    batch_size: int = 32
+    class_weights: str = option("auto", "auto: balanced class weights when the largest class has >= 1.5x the images of the smallest",
+                                choices=CLASS_WEIGHTS)
+    cut_block: int | None = option(None, "cut the backbone after this block and train a head on its features", type=int)
+    epochs: int = option(10, type=int)
+    fine_tune_epochs: int | None = option(None, "strategy 2, second phase (default: --epochs)", type=int)
+    batch_size: int = option(32, type=int)
     val_fraction: float = 0.2
-    patience: int = 5
+    patience: int = option(5, "early stopping patience on validation loss", type=int)
     dropout: float = 0.2
-    out_dir: Path = Path("runs")
-    name: str | None = None
-    seed: int = 0
-    distribute: str | None = None  # None | "mirrored" | "multi_worker"
+    out_dir: Path = option(Path("runs"), "runs folder (default: runs/)", flag="--out", type=Path)
+    name: str | None = option(None, "run name (default: BACKBONE-DATE-TIME)")
+    seed: int = option(0, type=int)
+    distribute: str | None = option(None, "tf.distribute strategy; multi_worker reads TF_CONFIG", choices=["mirrored", "multi_worker"])
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

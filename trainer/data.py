@@ -1,6 +1,6 @@
 """The user's images: one subfolder per class -> a seeded, stratified split of decoded pixels.
 
-Images are decoded by the edge server's own decoder (edge_server.imageio:
+Images are decoded by the server's own decoder (edge_core.imageio:
 EXIF-rotated, RGB, bilinear resize to the model's square input, 16-bit
 greyscale scaled to 8 bits, truncated files refused), so the model is
 trained on the pixels it will be served; tests/test_skew.py keeps the two
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from edge_server.errors import ApiError
-from edge_server.imageio import ALLOWED_FORMATS, decode_to_array
+
+from edge_core.errors import RequestError
+from edge_core.imageio import ALLOWED_FORMATS, decode_to_array
 
 from .errors import TrainerError
 
@@ -36,7 +37,7 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     it refuses, with the server's reason."""
     try:
         return decode_to_array(Path(path).read_bytes(), size, TRAIN_MAX_PIXELS, formats=TRAIN_FORMATS)
-    except ApiError as e:
+    except RequestError as e:
         raise ValueError(e.message) from None
 
 

@@ -48,7 +48,7 @@ fi
 "$PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$HERE/requirements.txt"
 "$PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --no-input -q --no-deps --force-reinstall "$HERE"/wheels/*.whl
 # Fail here, not in the service, if the runtime does not import on this machine.
-"$PREFIX/venv/bin/python" -c "import edge_server.bundle as b, sys; bd = b.load_bundle(sys.argv[1]); print('edgeport install: bundle', bd.name, bd.format, 'sha256 ok')" "$HERE/bundle"
+"$PREFIX/venv/bin/python" -c "import edge_core.bundle as b, sys; bd = b.load_bundle(sys.argv[1]); print('edgeport install: bundle', bd.name, bd.format, 'sha256 ok')" "$HERE/bundle"
 "$PREFIX/venv/bin/python" -c "$RUNTIME_CHECK"
 
 # Swap the bundle in whole: the service never sees a half-copied one.

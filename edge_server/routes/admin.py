@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, jsonify, request
+from flask import jsonify, request
 
-from ..app import state
-from ..errors import ApiError, EdgeError
+from edge_core.errors import EdgeError
 
-bp = Blueprint("admin", __name__)
-
+from ..errors import ApiError
+from .table import Route
 
 MAX_NAME = 1024  # characters in a reload path; a file system's own limit is 4096, a real bundle path far less
 MAX_PART = 255  # characters in one component (NAME_MAX)
@@ -50,9 +49,7 @@ def public(message: str, root: Path) -> str:
     return message.replace(str(root) + "/", "").replace(str(root), ".")
 
 
-@bp.post("/admin/reload")
-def reload():
-    st = state()
+def reload(st):
     if not st.settings.api_key:
         raise ApiError(404, "Admin endpoints are off. Expected: a server started with --api-key-file. Received: a server without a key")
     bundle = None
@@ -76,3 +73,8 @@ def reload():
         raise ApiError(422, f"Reload failed; still serving {cur.name!r} version {cur.version}. {public(str(e), root)}",
                        reloaded=False, serving={"name": cur.name, "version": cur.version, "sha256": cur.sha256}) from None
     return jsonify({"reloaded": True, **result})
+
+
+ROUTES = (
+    Route("/admin/reload", reload, ("POST",)),
+)

@@ -7,7 +7,9 @@ import binascii
 import json
 
 import numpy as np
-from flask import g, request
+from flask import request
+
+from edge_core.service import RequestContext
 
 from ..budget import json_counts, json_peak
 from ..errors import ApiError
@@ -23,19 +25,18 @@ def json_limits(size: int) -> tuple[int, int]:
     return MAX_BATCH * (1 + size + size * size) + JSON_SLACK, MAX_BATCH * size * size * 3 + JSON_SLACK
 
 
-def parse_json(raw: bytes, size: int | None = None, what: str = "the request body"):
+def parse_json(raw: bytes, size: int | None = None, what: str = "the request body", ctx: RequestContext | None = None):
     """Bytes -> JSON, bounded before parsing: json.loads of 19 MiB of "[]," builds 6.6 M lists (735 MB).
     Brackets and commas are counted first (C speed, no objects built), refused over what a model of this
-    input size can ever need (413), and the parse's peak is reserved against the memory budget."""
+    input size can ever need (413), and the parse's peak is admitted through the request context."""
     if size is not None:
         containers, values = json_counts(raw)
         max_containers, max_values = json_limits(size)
         if containers > max_containers or values > max_values:
             raise ApiError(413, f"Expected {what} to hold at most {max_values:,} values in {max_containers:,} arrays/objects "
                                 f"({MAX_BATCH} images of {size}x{size}x3). Received: up to {values:,} values in {containers:,}")
-        from ..app import state
-
-        state().guard.admit(json_peak(raw, containers, values), f"{len(raw):,} bytes of JSON")
+        if ctx is not None:
+            ctx.admit(json_peak(raw, containers, values), f"{len(raw):,} bytes of JSON")
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -47,7 +48,7 @@ def parse_json(raw: bytes, size: int | None = None, what: str = "the request bod
                             f"Received: {str(e).splitlines()[0][:120]}") from None
 
 
-def json_body(size: int | None = None, any_content_type: bool = False) -> dict:
+def json_body(size: int | None = None, any_content_type: bool = False, ctx: RequestContext | None = None) -> dict:
     """The request's JSON object, bounded by `size` (the model's input side) before parsing.
     `any_content_type`: read the body as JSON whatever the Content-Type says, as TF Serving
     does (its docs' own `curl -d` sends form-urlencoded)."""
@@ -57,7 +58,7 @@ def json_body(size: int | None = None, any_content_type: bool = False) -> dict:
     raw = request.get_data(cache=False)
     if not raw:
         raise ApiError(400, "Expected a JSON object in the request body. Received: an empty body")
-    body = parse_json(raw, size)
+    body = parse_json(raw, size, ctx=ctx)
     if not isinstance(body, dict):
         raise ApiError(400, f"Expected a JSON object in the request body. Received: a JSON {type(body).__name__}")
     return body
@@ -108,7 +109,3 @@ def check_batch(n: int, where: str) -> None:
     if n > MAX_BATCH:
         raise ApiError(400, f"Expected at most {MAX_BATCH} {where}s per request. Received: {n}")
 
-
-def record(timings: dict) -> None:
-    """Hand the stage timings to the metrics hook in app.py."""
-    g.timings = timings

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
 
-from ..app import state
-
-bp = Blueprint("metrics", __name__)
+from .table import Route
 
 
-@bp.get("/metrics")
-def metrics():
-    m = state().metrics
+def metrics(st):
+    m = st.metrics
     return Response(m.render(), content_type=m.CONTENT_TYPE)
+
+
+ROUTES = (
+    Route("/metrics", metrics),
+)

@@ -4,34 +4,36 @@ from __future__ import annotations
 
 from importlib import resources
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
-from ..app import state
-
-bp = Blueprint("page", __name__)
+from .table import Route
 
 # Everything is inline (no CDN: a device is often offline); nothing else may load.
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob: data:; connect-src 'self'"
 
 
-@bp.get("/")
-def index():
+def index(st):
     html = resources.files("edge_server").joinpath("static/index.html").read_bytes()
     return Response(html, content_type="text/html; charset=utf-8", headers={"Content-Security-Policy": CSP})
 
 
-@bp.get("/favicon.ico")
-def favicon():
+def favicon(st):
     return Response(status=204)
 
 
-@bp.get("/model")
-def model():
-    return jsonify(state().model().describe())
+def model(st):
+    return jsonify(st.model().describe())
 
 
-@bp.get("/openapi.json")
-def openapi():
+def openapi(st):
     from ..openapi import openapi_document  # the document is built per request: a reload changes the model's name and labels
 
-    return jsonify(openapi_document(state().model()))
+    return jsonify(openapi_document(st.model()))
+
+
+ROUTES = (
+    Route("/", index),
+    Route("/favicon.ico", favicon),
+    Route("/model", model),
+    Route("/openapi.json", openapi),
+)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import jsonify, request
 
-from ..app import state
 from ..errors import ApiError
-from .common import record
+from .table import Route
 
-bp = Blueprint("predict", __name__)
-
-# Content types a raw body may carry. The image's real format is read from its
-# bytes (and checked against imageio.ALLOWED_FORMATS), so these only turn away
-# bodies that say they are something else. x-www-form-urlencoded is what
+# Content type a raw body may carry -> whether the API documents it (the OpenAPI document and the 415
+# message list those). The image's real format is read from its bytes (and checked against
+# imageio.ALLOWED_FORMATS), so these only turn away bodies that say they are something else. Accepted
+# but not documented: aliases some clients send, and x-www-form-urlencoded, which is what
 # `curl --data-binary @photo.jpg` sends when no -H is given.
-RAW_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp",
-             "application/octet-stream", "application/x-www-form-urlencoded", ""}
+RAW_TYPES = {
+    "image/jpeg": True, "image/png": True, "image/webp": True, "image/bmp": True, "application/octet-stream": True,
+    "image/jpg": False, "image/x-ms-bmp": False, "application/x-www-form-urlencoded": False, "": False,
+}
+DOCUMENTED_RAW_TYPES = [t for t, documented in RAW_TYPES.items() if documented]
 
 
 def image_bytes_from_request() -> bytes:
@@ -27,8 +28,8 @@ def image_bytes_from_request() -> bytes:
             raise ApiError(400, f"Expected a multipart file field named 'image'. Received: {got}")
         return f.read()
     if ctype not in RAW_TYPES:
-        raise ApiError(415, "Expected image bytes (image/jpeg, image/png, image/webp, image/bmp or "
-                            f"application/octet-stream) or multipart/form-data. Received: Content-Type {ctype}")
+        listed = f"{', '.join(DOCUMENTED_RAW_TYPES[:-1])} or {DOCUMENTED_RAW_TYPES[-1]}"
+        raise ApiError(415, f"Expected image bytes ({listed}) or multipart/form-data. Received: Content-Type {ctype}")
     return request.get_data(cache=False)
 
 
@@ -45,11 +46,14 @@ def parse_top_k(default: int = 5) -> int | None:
     return k
 
 
-@bp.post("/predict")
-def predict():
+def predict(st):
     top_k = parse_top_k()
     data = image_bytes_from_request()
-    svc = state().model()
-    predictions, timings = svc.predict_bytes(data, top_k)
-    record(timings)
+    svc = st.model()
+    predictions, timings = svc.predict_bytes(data, top_k, st.request())
     return jsonify({"model": svc.name, "version": svc.version, "predictions": predictions, "timings_ms": timings})
+
+
+ROUTES = (
+    Route("/predict", predict, ("POST",)),
+)

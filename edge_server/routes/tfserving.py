@@ -11,14 +11,13 @@ class probabilities in label order.
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, jsonify
+from flask import jsonify
 
-from ..app import state
+from edge_core.service import ModelService
+
 from ..errors import ApiError
-from ..service import ModelService
-from .common import b64_image, check_batch, json_body, pixel_array, record
-
-bp = Blueprint("tfserving", __name__)
+from .common import b64_image, check_batch, json_body, pixel_array
+from .table import versioned
 
 SIGNATURE = "serving_default"
 # numpy dtype name -> TensorFlow DataType enum name, as TF Serving prints it
@@ -31,10 +30,8 @@ def _tensor_info(name: str, dtype: str, shape: list) -> dict:
     return {"dtype": TF_DTYPES.get(dtype, "DT_INVALID"), "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": f"{name}:0"}
 
 
-@bp.get("/v1/models/<name>")
-@bp.get("/v1/models/<name>/versions/<version>")
-def status(name: str, version: str | None = None):
-    svc = state().model(name, version)
+def status(st, name: str, version: str | None = None):
+    svc = st.model(name, version)
     state_name = "AVAILABLE" if svc.ready else "LOADING"
     # name and ready beside TF Serving's own key: KServe's v1 protocol reads them (its client's
     # is_model_ready), and TF Serving clients ignore keys they do not know.
@@ -43,10 +40,8 @@ def status(name: str, version: str | None = None):
     ]})
 
 
-@bp.get("/v1/models/<name>/metadata")
-@bp.get("/v1/models/<name>/versions/<version>/metadata")
-def metadata(name: str, version: str | None = None):
-    svc = state().model(name, version)
+def metadata(st, name: str, version: str | None = None):
+    svc = st.model(name, version)
     n = svc.size
     sig = {
         "inputs": {svc.input_name: _tensor_info(svc.input_name, svc.input_dtype, [-1, n, n, 3])},
@@ -84,11 +79,10 @@ def _batch(items: list, where: str, svc: ModelService):
     return "pixels", svc.check_pixels(pixel_array(items, where), where)
 
 
-@bp.post("/v1/models/<name>:predict")
-@bp.post("/v1/models/<name>/versions/<version>:predict")
-def predict(name: str, version: str | None = None):
-    svc = state().model(name, version)
-    body = json_body(svc.size, any_content_type=True)
+def predict(st, name: str, version: str | None = None):
+    svc = st.model(name, version)
+    ctx = st.request()
+    body = json_body(svc.size, any_content_type=True, ctx=ctx)
     sig = body.get("signature_name", SIGNATURE)
     if sig not in (SIGNATURE, ""):
         raise ApiError(400, f"Expected signature_name {SIGNATURE!r}. Received: {sig!r}")
@@ -104,6 +98,12 @@ def predict(name: str, version: str | None = None):
     if not isinstance(items, list):
         raise ApiError(400, f"Expected {key} to be a list. Received: {type(items).__name__}")
     kind, batch = _batch(items, key, svc)
-    probs, timings = svc.probabilities_for_images(batch) if kind == "images" else svc.probabilities_for_pixels(batch)
-    record(timings)
+    probs, _ = svc.probabilities_for_images(batch, ctx) if kind == "images" else svc.probabilities_for_pixels(batch, ctx)
     return jsonify({out_key: np.round(probs.astype(np.float64), 6).tolist()})
+
+
+ROUTES = (
+    *versioned("/v1/models/<name>{v}", status),
+    *versioned("/v1/models/<name>{v}/metadata", metadata),
+    *versioned("/v1/models/<name>{v}:predict", predict, ("POST",)),
+)

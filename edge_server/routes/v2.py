@@ -22,15 +22,14 @@ import math
 import struct
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
+
+from edge_core.service import ModelService, RequestContext
 
 from .. import __version__
-from ..app import state
 from ..errors import ApiError
-from ..service import ModelService
-from .common import b64_image, check_batch, json_body, parse_json, pixel_array, record
-
-bp = Blueprint("v2", __name__)
+from .common import b64_image, check_batch, json_body, parse_json, pixel_array
+from .table import Route, versioned
 
 # v2 datatype -> numpy dtype, for the pixel tensors infer accepts
 PIXEL_DATATYPES = {"UINT8": np.uint8, "FP32": np.float32}
@@ -43,26 +42,21 @@ BINARY_HEADER = "Inference-Header-Content-Length"
 
 # The spec: "A 200 status code indicates true and a 4xx status code indicates false."
 # A JSON body is added (as KServe's own Python server does) for clients that read it.
-@bp.get("/v2/health/live")
-def health_live():
+def health_live(st):
     return jsonify({"live": True})
 
 
-@bp.get("/v2/health/ready")
-def health_ready():
-    ok = state().service.ready
+def health_ready(st):
+    ok = st.service.ready
     return jsonify({"ready": ok}), (200 if ok else 400)
 
 
-@bp.get("/v2")
-def server_metadata():
+def server_metadata(st):
     return jsonify({"name": "edgeport", "version": __version__, "extensions": EXTENSIONS})
 
 
-@bp.get("/v2/models/<name>")
-@bp.get("/v2/models/<name>/versions/<version>")
-def model_metadata(name: str, version: str | None = None):
-    svc = state().model(name, version)
+def model_metadata(st, name: str, version: str | None = None):
+    svc = st.model(name, version)
     n = svc.size
     return jsonify({
         "name": svc.name,
@@ -73,18 +67,16 @@ def model_metadata(name: str, version: str | None = None):
     })
 
 
-@bp.get("/v2/models/<name>/ready")
-@bp.get("/v2/models/<name>/versions/<version>/ready")
-def model_ready(name: str, version: str | None = None):
-    svc = state().model(name, version)
+def model_ready(st, name: str, version: str | None = None):
+    svc = st.model(name, version)
     return jsonify({"name": svc.name, "ready": svc.ready}), (200 if svc.ready else 400)
 
 
-def _request_json(size: int) -> tuple[dict, bytes]:
+def _request_json(size: int, ctx: RequestContext) -> tuple[dict, bytes]:
     """The JSON request and, with the binary tensor data extension, the bytes after it."""
     header_len = request.headers.get(BINARY_HEADER)
     if header_len is None:
-        return json_body(size), b""
+        return json_body(size, ctx=ctx), b""
     raw = request.get_data(cache=False)
     try:
         n = int(header_len)
@@ -93,7 +85,7 @@ def _request_json(size: int) -> tuple[dict, bytes]:
     except ValueError:
         raise ApiError(400, f"Expected {BINARY_HEADER} to give the length of a JSON header within the body "
                             f"({len(raw)} bytes). Received: {header_len[:40]!r}") from None
-    body = parse_json(raw[:n], size, "the inference header")
+    body = parse_json(raw[:n], size, "the inference header", ctx)
     if not isinstance(body, dict):
         raise ApiError(400, f"Expected a JSON object as the inference header. Received: a JSON {type(body).__name__}")
     return body, raw[n:]
@@ -234,11 +226,10 @@ def _respond(resp: dict, binary_outputs: list[bytes]):
                     headers={BINARY_HEADER: str(len(header))})
 
 
-@bp.post("/v2/models/<name>/infer")
-@bp.post("/v2/models/<name>/versions/<version>/infer")
-def infer(name: str, version: str | None = None):
-    svc = state().model(name, version)
-    body, binary = _request_json(svc.size)
+def infer(st, name: str, version: str | None = None):
+    svc = st.model(name, version)
+    ctx = st.request()
+    body, binary = _request_json(svc.size, ctx)
     t, tbinary = _input(body, binary)
     top_k, binary_out = _outputs(body, svc)
     datatype = t["datatype"]
@@ -247,12 +238,11 @@ def infer(name: str, version: str | None = None):
     if not isinstance(datatype, str):  # a list or object would not even hash for the lookup below
         raise ApiError(400, f"Expected inputs[0].datatype to be a string. Received: {type(datatype).__name__}")
     if datatype == "BYTES":
-        probs, timings = svc.probabilities_for_images(_bytes_elements(t, "inputs[0]", tbinary))
+        probs, _ = svc.probabilities_for_images(_bytes_elements(t, "inputs[0]", tbinary), ctx)
     elif datatype in PIXEL_DATATYPES:
-        probs, timings = svc.probabilities_for_pixels(_pixels(t, "inputs[0]", tbinary, svc))
+        probs, _ = svc.probabilities_for_pixels(_pixels(t, "inputs[0]", tbinary, svc), ctx)
     else:
         raise ApiError(400, f"Expected inputs[0].datatype UINT8 or FP32 (pixels) or BYTES (encoded images). Received: {datatype!r}")
-    record(timings)
     if top_k is None:
         # JSON gets 6 decimals (enough for a probability, and a shorter body); binary gets the float32 values as they are.
         data = probs.ravel() if binary_out else np.round(probs.ravel().astype(np.float64), 6).tolist()
@@ -270,3 +260,13 @@ def infer(name: str, version: str | None = None):
         resp["id"] = body["id"]
     resp["outputs"] = [out]
     return _respond(resp, binary_outputs)
+
+
+ROUTES = (
+    Route("/v2/health/live", health_live),
+    Route("/v2/health/ready", health_ready),
+    Route("/v2", server_metadata),
+    *versioned("/v2/models/<name>{v}", model_metadata),
+    *versioned("/v2/models/<name>{v}/ready", model_ready),
+    *versioned("/v2/models/<name>{v}/infer", infer, ("POST",)),
+)

@@ -1,11 +1,11 @@
 """Long fuzz run on demand: the image decoder, and (with --http) the JSON/tensor parsers.
 
-    python tests/fuzz/fuzz_decode.py --seconds 600           # edge_server.imageio only, no model needed
+    python tests/fuzz/fuzz_decode.py --seconds 600           # edge_core.imageio only, no model needed
     python tests/fuzz/fuzz_decode.py --seconds 600 --http BUNDLE   # also /predict, /v1 and /v2 parsers
 
 Runs the strategies of tests/fuzz/strategies.py in rounds of random
 (not derandomized) hypothesis examples until the time is up. Invariant:
-success or an ApiError / JSON error with a 4xx status. The first violation
+success or a RequestError / JSON error with a 4xx status. The first violation
 stops the run and prints the exact input: pin it as a regression test in
 tests/test_fuzz.py, then fix edge_server.
 """
@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 sys.path.insert(0, str(Path(__file__).parent))
 import strategies as S  # noqa: E402
 
-from edge_server.errors import ApiError  # noqa: E402
-from edge_server.imageio import decode_to_array  # noqa: E402
+from edge_core.errors import RequestError  # noqa: E402
+from edge_core.imageio import decode_to_array  # noqa: E402
+from edge_server.errors import http_status  # noqa: E402
 
 ROUND = settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
@@ -40,8 +41,8 @@ def decoder_round() -> int:
         for fast in (False, True):
             try:
                 x = decode_to_array(data, S.SIZE, 1_000_000, fast=fast)
-            except ApiError as e:
-                assert 400 <= e.status < 500, (e.status, e.message)
+            except RequestError as e:
+                assert 400 <= http_status(e) < 500, (http_status(e), e.message)
                 continue
             assert x.shape == (S.SIZE, S.SIZE, 3)
 
@@ -50,8 +51,8 @@ def decoder_round() -> int:
 
 
 def http_rounds(bundle: str):
+    from edge_core.service import ModelService, ServiceOptions
     from edge_server.app import create_app
-    from edge_server.service import ModelService, ServiceOptions
     from edge_server.settings import ServerSettings
 
     svc = ModelService.from_path(bundle, options=ServiceOptions(pool_size=1, warmup_runs=0, max_pixels=1_000_000))

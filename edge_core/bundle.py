@@ -1,23 +1,26 @@
 """The bundle: a folder with the model file and bundle.json, everything needed to serve it.
 
 The exporter writes bundles through `write_bundle`; the server reads them
-through `load_bundle`. Writing is atomic: the folder is assembled under a
-temporary name beside the destination and renamed into place only once
-complete, and an existing bundle of that name is replaced only after the new
-one is whole. The model file's sha256 is recorded and checked on every load.
+through `load_bundle`. Writing is atomic (atomic.py): the folder is assembled
+under a temporary name beside the destination and renamed into place only
+once complete, and an existing bundle of that name is replaced only after the
+new one is whole. The model file's sha256 is recorded and checked on every load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import publish_dir, recover_interrupted, staging_path
+# Module-level names for the two steps of a write, so a test can crash or stall a write at either.
+from .atomic import fsync_dir as _fsync_dir
+from .atomic import write_synced as _write_synced
 from .errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -231,7 +234,7 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
         raise BundleError(f"Expected a format in {sorted(MODEL_FILES)}. Received: format={fmt!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(dest)
-    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
+    tmp = staging_path(dest)
     tmp.mkdir()
     try:
         model_file = MODEL_FILES[fmt]
@@ -253,72 +256,3 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
-
-
-def publish_dir(tmp: Path, dest: Path) -> None:
-    """Swap a finished folder into place. An existing folder at `dest` is set aside first
-    and removed only after the new one is in (recover_interrupted repairs a kill in between)."""
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# .NAME.partial-PID-NS (being assembled) and .NAME.old-PID-NS (the previous
-# bundle, moved aside for the instant of the swap): the names write_bundle uses.
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-\d+$")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def recover_interrupted(dest: Path) -> None:
-    """Repair what a killed write_bundle left beside `dest` (only folders whose writer is gone).
-
-    A staging folder is removed. A previous bundle set aside for the swap is put
-    back if the kill came before the new one moved in, else dropped.
-    """
-    dest = Path(dest)
-    if not dest.parent.is_dir():
-        return
-    for p in sorted(dest.parent.iterdir()):
-        m = _LEFTOVER.match(p.name)
-        if not m or m["name"] != dest.name or _alive(int(m["pid"])):
-            continue
-        if m["kind"] == "old" and not dest.exists():
-            os.replace(p, dest)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -21,7 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from .errors import ApiError
+from .errors import Busy
 
 
 class RuntimePool:
@@ -80,7 +80,7 @@ class RuntimePool:
             while inst is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ApiError(503, f"All {self.size} model instances stayed busy for {timeout:.0f} s; try again")
+                    raise Busy(f"All {self.size} model instances stayed busy for {timeout:.0f} s; try again")
                 self._cond.wait(left)
                 inst = self._take()
             self._busy += 1

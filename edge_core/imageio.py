@@ -17,7 +17,7 @@ import time
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ApiError
+from .errors import BadImage, DeadlineExceeded, ImageTooLarge, UnsupportedImage
 
 # Pillow names a phone's JPEG that carries a second picture (depth map, preview) "MPO"; the first
 # picture is an ordinary JPEG and decodes as one, so it is accepted as JPEG (the trainer always did).
@@ -38,11 +38,6 @@ MAX_JPEG_SCANS = 100
 # Pillow's 64 KB: a slow decode is stopped sooner, at ~200 more Python calls for a 3 MB photo.
 DECODE_CHUNK = 16 * 1024
 
-# Pillow's own bomb guard warns at 89 Mpx and raises at twice that; ours is
-# stricter and configurable, so turn Pillow's off to get one clear message.
-Image.MAX_IMAGE_PIXELS = None
-
-
 class _Source(io.BytesIO):
     """The image bytes, read by Pillow chunk by chunk while decoding: past the deadline, the next read stops it."""
 
@@ -54,44 +49,41 @@ class _Source(io.BytesIO):
         return super().read(n)
 
 
-class DeadlineExceeded(ApiError):
-    def __init__(self):
-        super().__init__(503, "Expected the request to finish within the server's deadline. Received: an image that "
-                              "took longer to decode; retry later or send a smaller image", retry_after=2)
-
-
 def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats=ALLOWED_FORMATS,
                deadline: float | None = None) -> Image.Image:
     """Read the header only: format, size and mode are known, no pixel is decoded yet (Pillow opens lazily).
 
-    `deadline` (time.monotonic()) stops a decode that runs past it with a 503.
+    `deadline` (time.monotonic()) stops a decode that runs past it (DeadlineExceeded).
     """
     if not data:
-        raise ApiError(400, "Expected image bytes (JPEG, PNG, WebP or BMP). Received: an empty body")
+        raise BadImage("Expected image bytes (JPEG, PNG, WebP or BMP). Received: an empty body")
+    # Pillow's own bomb guard warns at 89 Mpx and raises at twice that; ours is stricter and
+    # configurable, so Pillow's is turned off (here, not at import) to give one clear message.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         src = _Source(data)
         img = Image.open(src)
     except UnidentifiedImageError:
         head = data[:16]
-        raise ApiError(
-            415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {len(data)} bytes that are not an image (starting {head!r})"
+        raise UnsupportedImage(
+            f"Expected a JPEG, PNG, WebP or BMP image. Received: {len(data)} bytes that are not an image (starting {head!r})"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         # A format was recognised but its header is cut short or broken (Pillow's plugins raise
         # these from Image.open itself, e.g. "Truncated File Read" for a JPEG cut inside its
         # header, "could not create decoder object" for a WebP missing its last byte).
-        raise ApiError(400, f"Expected a complete, decodable image. Received: {len(data)} bytes whose header fails to parse ({e})") from None
+        raise BadImage(f"Expected a complete, decodable image. Received: {len(data)} bytes whose header fails to parse ({e})") from None
     if img.format not in formats:
-        raise ApiError(415, f"Expected a JPEG, PNG, WebP or BMP image. Received: {img.format}")
+        raise UnsupportedImage(f"Expected a JPEG, PNG, WebP or BMP image. Received: {img.format}")
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
-        raise ApiError(413, f"Expected an image of at most {max_pixels:,} pixels. Received: {w}x{h} = {w * h:,} pixels")
+        raise ImageTooLarge(f"Expected an image of at most {max_pixels:,} pixels. Received: {w}x{h} = {w * h:,} pixels")
     if img.format in JPEG_FORMATS and (img.info.get("progressive") or img.info.get("progression")):
         # Only progressive JPEGs: libjpeg refuses a baseline one with repeated scans at once (60 ms for
         # 200 copies), and counting costs ~2.7 ms per MB (29 ms for a 10.7 MB file that decodes in 421 ms).
         scans = count_scans(data, MAX_JPEG_SCANS)
         if scans > MAX_JPEG_SCANS:
-            raise ApiError(400, f"Expected a JPEG of at most {MAX_JPEG_SCANS} scans. Received: more "
+            raise BadImage(f"Expected a JPEG of at most {MAX_JPEG_SCANS} scans. Received: more "
                                 "(a progressive JPEG repeating scans costs seconds of CPU per image)")
     src.deadline = deadline
     img.decodermaxblock = DECODE_CHUNK
@@ -235,7 +227,7 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
             box = img.draft("RGB", (size, size))[1]
         img.load()
         if _cut_short(img):
-            raise ApiError(400, f"Expected a complete, decodable image. Received: a {img.format} cut short "
+            raise BadImage(f"Expected a complete, decodable image. Received: a {img.format} cut short "
                                 "(its last rows carry no data; the file ends early)")
         t1 = time.perf_counter()
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
@@ -252,7 +244,7 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
             img = img.resize((size, size), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:
-        raise ApiError(400, f"Expected a complete, decodable image. Received: a {img.format} that fails to decode ({e})") from None
+        raise BadImage(f"Expected a complete, decodable image. Received: a {img.format} that fails to decode ({e})") from None
     if timings is not None:
         t2 = time.perf_counter()
         timings["decode"] = (t1 - t0) * 1e3

@@ -1,6 +1,8 @@
 """The model service: a verified bundle, a pool of runtimes, and pixels -> ranked labels.
 
-Routes and the `predict` command both call this; nothing here knows HTTP.
+The server's routes, the `predict` command and the exporter's bench all call
+this, so it stands on the ground floor: nothing here knows HTTP, and the
+exporter uses it without importing the server.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, load_bundle
-from .errors import ApiError, BundleError, EdgeError
-from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, DeadlineExceeded, decode_peak, open_image, to_model_input
+from .errors import BadInput, BundleError, DeadlineExceeded, EdgeError
+from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_peak, open_image, to_model_input
+from .options import option
 from .pool import RuntimePool
 from .preprocessing import Preprocessing
 from .runtimes import RuntimeOptions, open_runtime
@@ -23,18 +26,28 @@ from .runtimes import RuntimeOptions, open_runtime
 
 @dataclass
 class ServiceOptions:
-    threads: int | None = None  # per pooled instance; None: cores / pool size
-    pool_size: int | None = None  # None: 2 instances, or 1 on a single core
+    """How a model is served; each field that is a flag or a device-profile setting is declared here once
+    (edge_core.options): the `serve` and `predict` parsers and the profile layer are built from it."""
+
+    # None: 2 instances, or 1 on a single core
+    pool_size: int | None = option(None, "model instances serving in parallel (default: from device or cores)",
+                                   flag="--workers", profile="workers", type=int)
+    # per pooled instance; None: cores / pool size
+    threads: int | None = option(None, "threads per model instance (default: cores / workers)", profile="threads", type=int)
     # The extra instance for a request that arrives alone (pool.py); None: every core, up to
     # MAX_SOLO_THREADS, when that is more than `threads` and the model runs on the CPU; 0: none.
-    solo_threads: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    solo_threads: int | None = option(None, "threads of one extra instance that serves a request arriving while no other runs "
+                                            "(default: all cores up to 4, if more than --threads; 0: no such instance)",
+                                      profile="solo_threads", type=int)
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "largest image accepted, in pixels (default 16,000,000: fits a 1 GB board)", type=int)
     # "exact", "fast" (imageio.DECODE_MODES) or "auto": fast unless the bundle's own export check
     # measured fast decoding below MIN_FAST_AGREEMENT on the model's verification images.
-    decode: str = "auto"
-    onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    onnx_mem_arena: bool = True
-    trt_cache_dir: str | None = None
+    decode: str = option("auto", "fast: decode large JPEGs at reduced scale (about half the decoding work, pixels move ~1 level); "
+                                 "exact: the trainer's pixels; auto (default): fast unless the bundle's export check found it "
+                                 "changes more than 1%% of this model's answers", choices=["auto", *DECODE_MODES])
+    onnx_providers: tuple[str, ...] = option(("CPUExecutionProvider",), cli=False, profile="onnx_providers", convert=tuple)
+    onnx_mem_arena: bool = option(True, cli=False, profile="onnx_mem_arena")
+    trt_cache_dir: str | None = option(None, cli=False, profile="trt_cache_dir")
     warmup_runs: int = 2
     # What a bare model file expects (flags); None: read from the file's metadata, else raw 0-255 RGB with a warning.
     preprocessing: Preprocessing | None = None
@@ -62,7 +75,7 @@ def usable_cores() -> int:
 
 
 MAX_SOLO_THREADS = 4  # past ~4 threads a batch-1 MobileNet gains little, and a big host's cores are better left to others
-# The issue's floor for anything that changes pixels: top-1 agreement with exact decoding.
+# The floor for anything that changes pixels: top-1 agreement with exact decoding.
 MIN_FAST_AGREEMENT = 0.99
 
 
@@ -91,15 +104,21 @@ def _without_paths(source):
     return {k: (os.path.basename(v) if isinstance(v, str) and (v.startswith("/") or ":\\" in v) else v) for k, v in source.items()}
 
 
-class NoGuard:
-    """What a service does about memory and time outside a server (the predict command, tests): nothing.
-    The server installs its own guard (app.RequestGuard): a memory reservation and a deadline per request."""
+class RequestContext:
+    """One request as the service sees it: its deadline (time.monotonic(), or None), where its memory
+    is admitted, and where the service leaves its stage timings (milliseconds).
+
+    This base admits everything and has no deadline: what the predict command, the exporter's bench
+    and tests use. The server passes its own (edge_server/context.py), which reserves memory against
+    its budget and releases it when the request ends.
+    """
+
+    def __init__(self, deadline: float | None = None):
+        self.deadline = deadline
+        self.timings: dict[str, float] = {}
 
     def admit(self, nbytes: int, what: str) -> None:
-        pass
-
-    def deadline(self) -> float | None:
-        return None
+        """Claim `nbytes` of memory for this request before spending it; raise TooLarge or Busy if it cannot be had."""
 
 
 def to_probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
@@ -143,7 +162,6 @@ class ModelService:
         if len(self.labels) != self.n_classes:
             raise BundleError(f"The model has {self.n_classes} classes but {len(self.labels)} labels were given")
         self.decode_mode, self.decode_reason = choose_decode(self.options.decode, bundle.meta)
-        self.guard = NoGuard()
         self.ready = False
         self.loaded_at = time.time()
 
@@ -242,13 +260,13 @@ class ModelService:
     def output_name(self) -> str:
         return (self.bundle.output or {}).get("name") or self.pool.first.output.name
 
-    def decode(self, data: bytes, timings: dict | None = None) -> np.ndarray:
-        return self._decode_opened(self.open(data), timings)
+    def decode(self, data: bytes, timings: dict | None = None, ctx: RequestContext | None = None) -> np.ndarray:
+        return self._decode_opened(self.open(data, ctx), timings)
 
-    def open(self, data: bytes):
+    def open(self, data: bytes, ctx: RequestContext | None = None):
         """Header only: format, size, scans checked; the deadline armed for the decode to come."""
         t0 = time.perf_counter()
-        img = open_image(data, self.options.max_pixels, deadline=self.guard.deadline())
+        img = open_image(data, self.options.max_pixels, deadline=ctx.deadline if ctx else None)
         return data, time.perf_counter() - t0, img
 
     def _decode_opened(self, opened, timings: dict | None = None) -> np.ndarray:
@@ -262,23 +280,23 @@ class ModelService:
         return arr
 
     def check_pixels(self, x: np.ndarray, where: str = "input") -> np.ndarray:
-        """A client's pixel tensor -> (N, S, S, 3) in range 0-255, or a 400 naming what was expected."""
+        """A client's pixel tensor -> (N, S, S, 3) in range 0-255, or BadInput naming what was expected."""
         expected = f"(N, {self.size}, {self.size}, 3)"
         if x.ndim != 4 or x.shape[1:] != (self.size, self.size, 3) or x.shape[0] < 1:
-            raise ApiError(400, f"Expected {where} of shape {expected}: N RGB images of {self.size}x{self.size}. Received: shape {list(x.shape)}")
+            raise BadInput(f"Expected {where} of shape {expected}: N RGB images of {self.size}x{self.size}. Received: shape {list(x.shape)}")
         if x.dtype.kind not in "uif":
-            raise ApiError(400, f"Expected {where} of numbers (uint8 or float pixels 0-255). Received: dtype {x.dtype}")
+            raise BadInput(f"Expected {where} of numbers (uint8 or float pixels 0-255). Received: dtype {x.dtype}")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise ApiError(400, f"Expected {where} pixel values in 0-255. Received: NaN or infinity")
+            raise BadInput(f"Expected {where} pixel values in 0-255. Received: NaN or infinity")
         if x.size and (float(x.min()) < 0 or float(x.max()) > 255):
-            raise ApiError(400, f"Expected {where} pixel values in 0-255. Received: values from {x.min()} to {x.max()}")
+            raise BadInput(f"Expected {where} pixel values in 0-255. Received: values from {x.min()} to {x.max()}")
         if x.dtype.kind != "f":
             x = x.astype(np.uint8, copy=False)
         return x
 
-    def infer(self, pixels: np.ndarray) -> np.ndarray:
+    def infer(self, pixels: np.ndarray, ctx: RequestContext | None = None) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, classes) probabilities."""
-        deadline = self.guard.deadline()
+        deadline = ctx.deadline if ctx else None
         timeout = 30.0
         if deadline is not None:  # a request past its deadline does not take an instance from those that are not
             timeout = min(timeout, deadline - time.monotonic())
@@ -294,21 +312,24 @@ class ModelService:
         order = np.argsort(-probs, kind="stable")[:k]
         return [{"label": self.labels[i], "index": int(i), "score": float(probs[i])} for i in order]
 
-    def probabilities_for_images(self, images: list[bytes]) -> tuple[np.ndarray, dict]:
-        """Encoded images -> (N, classes) probabilities and per-stage milliseconds (summed over images)."""
+    def probabilities_for_images(self, images: list[bytes], ctx: RequestContext | None = None) -> tuple[np.ndarray, dict]:
+        """Encoded images -> (N, classes) probabilities and per-stage milliseconds (summed over images,
+        also left in ctx.timings)."""
+        ctx = ctx or RequestContext()
         with self.pool.track():
-            return self._probabilities_for_images(images)
+            probs, ctx.timings = self._probabilities_for_images(images, ctx)
+        return probs, ctx.timings
 
-    def _probabilities_for_images(self, images: list[bytes]) -> tuple[np.ndarray, dict]:
+    def _probabilities_for_images(self, images: list[bytes], ctx: RequestContext) -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "preprocess": 0.0}
         # Every header first (cheap), so the request's peak is known before any pixel is decoded:
         # images are decoded one after another, so the peak is the largest one plus the batch.
-        opened = [self.open(data) for data in images]
+        opened = [self.open(data, ctx) for data in images]
         fast = self.decode_mode == "fast"
         peak = max(decode_peak(img, self.size, fast) for _, _, img in opened) + len(images) * self.size * self.size * 3
         biggest = max(opened, key=lambda o: o[2].size[0] * o[2].size[1])[2]
-        self.guard.admit(peak, f"{len(images)} image(s), the largest {biggest.format} {biggest.size[0]}x{biggest.size[1]} {biggest.mode}")
+        ctx.admit(peak, f"{len(images)} image(s), the largest {biggest.format} {biggest.size[0]}x{biggest.size[1]} {biggest.mode}")
         if len(images) == 1:  # the common case: no stacking copy
             batch = self._decode_opened(opened[0], timings)[None]
         else:
@@ -320,20 +341,22 @@ class ModelService:
                 timings["decode"] += one["decode"]
                 timings["preprocess"] += one["preprocess"]
         t1 = time.perf_counter()
-        probs = self.infer(batch)
+        probs = self.infer(batch, ctx)
         t2 = time.perf_counter()
         timings |= {"inference": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
         return probs, timings
 
-    def probabilities_for_pixels(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    def probabilities_for_pixels(self, x: np.ndarray, ctx: RequestContext | None = None) -> tuple[np.ndarray, dict]:
+        ctx = ctx or RequestContext()
         t0 = time.perf_counter()
         with self.pool.track():
-            probs = self.infer(x)
+            probs = self.infer(x, ctx)
         ms = (time.perf_counter() - t0) * 1e3
-        return probs, {"inference": ms, "total": ms}
+        ctx.timings = {"inference": ms, "total": ms}
+        return probs, ctx.timings
 
-    def predict_bytes(self, data: bytes, top_k: int | None = 5) -> tuple[list[dict], dict]:
-        probs, timings = self.probabilities_for_images([data])
+    def predict_bytes(self, data: bytes, top_k: int | None = 5, ctx: RequestContext | None = None) -> tuple[list[dict], dict]:
+        probs, timings = self.probabilities_for_images([data], ctx)
         return self.rank(probs[0], top_k), {k: round(v, 3) for k, v in timings.items()}
 
     def describe(self) -> dict:
