@@ -72,13 +72,13 @@ def test_full_disk_while_saving_is_a_clear_error_and_leaves_nothing(small_demo_d
 
 
 def test_a_kill_between_the_publish_renames_is_repaired(tmp_path):
-    from trainer.fit import remove_stale_partials
+    from edge_core.atomic import recover_interrupted
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / f".r.old-{dead.pid}").mkdir()
     (tmp_path / f".r.old-{dead.pid}" / "model.keras").write_text("previous run")
     (tmp_path / ".r.partial-999999999").mkdir()
-    remove_stale_partials(tmp_path, "r")
+    recover_interrupted(tmp_path / "r")
     assert (tmp_path / "r" / "model.keras").read_text() == "previous run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

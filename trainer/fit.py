@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_core.atomic import publish_dir, recover_interrupted, staging_path
+
 from . import data as data_mod
 from .backbones import block_index, build_base_with_info, count_blocks, get_backbone, truncate
 from .config import TrainConfig
@@ -393,43 +395,6 @@ def check_writable(out_dir: Path) -> None:
         raise TrainerError(f"Expected a writable output folder. Received: out_dir={str(out_dir)!r} ({e.strerror or e})") from None
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_partials(out_dir: Path, name: str) -> None:
-    """Clean up after killed runs (only folders whose process is gone): remove their
-    temporary folders, and put back a previous run that a kill between _publish's
-    two renames left aside. (edge_server.bundle.recover_interrupted does the same
-    for bundles; the trainer may not import edge_server.)"""
-    dest = out_dir / name
-    for p in sorted(out_dir.glob(f".{name}.*-*")):
-        kind, _, pid = p.name[len(name) + 2 :].partition("-")
-        if kind not in ("partial", "old") or not pid.isdigit() or _process_alive(int(pid)):
-            continue
-        if kind == "old" and not dest.exists():
-            os.replace(p, dest)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _publish(tmp: Path, dest: Path) -> None:
-    """Swap a finished run folder into place; an older run of the same name goes only after."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def train(cfg: TrainConfig, log=_log) -> RunResult:
     """Train a classifier as the config says; return where the run folder is and what was decided."""
     started = time.perf_counter()
@@ -501,9 +466,9 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         log("multi-worker: this worker is not the chief; the chief writes the run folder")
         return RunResult(None, decision, {"metrics": metrics})
     name = cfg.name or time.strftime(f"{cfg.backbone}-%Y%m%d-%H%M%S")
-    remove_stale_partials(cfg.out_dir, name)
-    tmp = cfg.out_dir / f".{name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    dest = cfg.out_dir / name
+    recover_interrupted(dest)  # what a killed run left: its staging folder, or a previous run set aside
+    tmp = staging_path(dest)
     try:
         tmp.mkdir(parents=True)
         model.save(tmp / "model.keras")
@@ -541,8 +506,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         from .report import write_report
 
         write_report(tmp, report, log)
-        dest = cfg.out_dir / name
-        _publish(tmp, dest)
+        publish_dir(tmp, dest)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TrainerError(f"Could not write the run folder in {cfg.out_dir}: {e.strerror or e}. "
