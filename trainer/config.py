@@ -31,6 +31,9 @@ class TrainConfig:
     augment: bool | None = option(None, "force data augmentation on or off (default: the quadrant rule decides)",
                                   action=argparse.BooleanOptionalAction)
     augment_views: int = 4  # cached augmented views per image for strategy 3
+    int8_aware: bool = option(True, "frozen-base runs: quantize the base as an int8 export will, score every head recipe on "
+                                    "its features too, and report the int8 agreement to expect",
+                              action=argparse.BooleanOptionalAction)
     class_weights: str = option("auto", "auto: balanced class weights when the largest class has >= 1.5x the images of the smallest",
                                 choices=CLASS_WEIGHTS)
     cut_block: int | None = option(None, "cut the backbone after this block and train a head on its features", type=int)

@@ -139,6 +139,7 @@ class _Trainer:
         self.phases: list[dict] = []
         self.class_weight = balanced_class_weights(self.y_tr, n_classes) if decision.class_weights == "balanced" else None
         self.head_recipe = None  # a RecipeChoice once a linear head is solved on cached features
+        self.int8_expectation = None  # what an int8 export of a frozen-base run will do, measured on the validation images
 
     def _callbacks(self):
         import keras
@@ -321,12 +322,20 @@ class _Trainer:
         searching = self.decision.strategy == 3
         view_options = sorted({0, views // 2, views}) if searching else (0,)
         weight_options = ("none", "balanced") if searching and self.cfg.class_weights == "auto" else (weighting,)
-        choice = choose_recipe(f_tr, self.y_tr, self.n_classes, views_options=view_options,
+        int8 = q_va = None
+        if searching and self.cfg.int8_aware and self.decision.pretrained:
+            from .int8_probe import int8_features
+
+            (int8, q_va), int8_seconds = int8_features(self.features, self.x_tr, [self.x_tr, self.x_va], seed=self.cfg.seed,
+                                                       log=self.log)
+        choice = choose_recipe(f_tr, self.y_tr, self.n_classes, views_options=view_options, int8=int8,
                                class_weight_options=weight_options, seed=self.cfg.seed, log=self.log)
-        W, b = fit_recipe(f_tr, self.y_tr, self.n_classes, choice.recipe)
+        W, b = fit_recipe(f_tr, self.y_tr, self.n_classes, choice.recipe, int8=int8)
         self.head.get_layer("scores").set_weights([W, b])
         self.head_recipe = choice
         pred = predicted_labels(np.asarray(self.head(f_va, training=False)))
+        if q_va is not None:
+            self.int8_expectation = int8_expectation(self.head, f_tr[: len(self.x_tr)], int8, pred, q_va, self.y_va, int8_seconds)
         self.phases.append({"phase": "head (logistic regression on cached features)", "seconds": round(time.perf_counter() - t, 2),
                             "C": choice.recipe.C, "views": choice.recipe.views, "class_weights": choice.recipe.class_weights,
                             "cv_accuracy": round(choice.cv_accuracy, 4), "val_accuracy": round(float((pred == self.y_va).mean()), 4)})
@@ -342,6 +351,18 @@ class _Trainer:
         model, self.features = assemble(self.spec, self.base, head, self.x_tr.shape[1])
         self.phases.append({"phase": "svm", "seconds": round(time.perf_counter() - t, 2), "C": C})
         return model, {"svm_C": C, "svm_cv_accuracy": cv}
+
+
+def int8_expectation(head, f_tr, q_tr, pred_va, q_va, y_va, seconds: float) -> dict:
+    """The int8 base + this head on the validation images, against the float model's answers."""
+    from .int8_probe import relative_error
+
+    pred_q = predicted_labels(np.asarray(head(q_va, training=False)))
+    return {"runtime": "TFLite int8, calibrated on 200 training images as the exporter does",
+            "validation_agreement": round(float((pred_q == pred_va).mean()), 4),
+            "validation_accuracy_int8": round(float((pred_q == y_va).mean()), 4),
+            "validation_accuracy_float": round(float((pred_va == y_va).mean()), 4),
+            "feature_error_over_spread": relative_error(f_tr, q_tr), "seconds": round(seconds, 2)}
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -499,6 +520,7 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
             "history": trainer.history,
             "phases": trainer.phases,
             "head_recipe": trainer.head_recipe.to_dict() if trainer.head_recipe else None,
+            "int8_expectation": trainer.int8_expectation,
             "timings_s": {"decode": round(decode_seconds, 2), "total": round(time.perf_counter() - started, 2)},
             "config": cfg.to_dict(),
             "versions": _versions(),
@@ -515,7 +537,34 @@ def train(cfg: TrainConfig, log=_log) -> RunResult:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"run saved: {dest}")
+    for line in closing_lines(report, dest):
+        log(line)
     return RunResult(dest, decision, report)
+
+
+def closing_lines(report: dict, run_dir: Path) -> list[str]:
+    """What the data got, said at the end of a run: strategy, head recipe, and the int8 export to expect."""
+    lines = [f"strategy {report['strategy']} (quadrant {report['quadrant']}); validation accuracy "
+             f"{report['metrics']['val_accuracy']:.3f}"]
+    if report.get("head_recipe"):
+        chosen = report["head_recipe"]["chosen"]
+        from .head_recipe import Recipe
+
+        lines.append(f"head recipe: {Recipe(**chosen).describe()}, chosen from {len(report['head_recipe']['candidates'])} "
+                     f"candidates (table: {run_dir / 'report.json'}, \"head_recipe\")")
+    expect = report.get("int8_expectation")
+    if expect:
+        from exporter.formats import lookup
+
+        floor = lookup("tflite", "int8")[1].min_agreement
+        agree = expect["validation_agreement"]
+        verdict = (f"at or above the export's {floor:.0%} floor: edgeport export {run_dir} --device raspberry-pi-4"
+                   if agree >= floor else
+                   f"under the export's {floor:.0%} floor, so an int8 export will be refused; float16 keeps the answers: "
+                   f"edgeport export {run_dir} --format tflite --precision float16")
+        lines.append(f"int8: expect {agree:.1%} agreement with this model on the validation images (accuracy "
+                     f"{expect['validation_accuracy_float']:.1%} -> {expect['validation_accuracy_int8']:.1%}), {verdict}")
+    return lines
 
 
 def _distribution(kind: str | None):

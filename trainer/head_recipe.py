@@ -2,12 +2,20 @@
 
 A default tuned on one dataset is a guess about every other: four augmented views helped the
 set they were tuned on and cost 6 points on a set never seen. So every candidate recipe
-(augmented views, regularization C, class weights) is scored on the user's data and the
-best one is fitted; the whole table goes into the run's report.
+(augmented views, regularization C, class weights, feature scaling) is scored on the user's data
+and the best one is fitted; the whole table goes into the run's report.
 
 Folds are grouped by source image: an image and all of its augmented views sit on one side
 of a fold, and each fold is scored on original images only (what the model will be asked).
 Without grouping, a view of a held-out image in the training rows leaks its answer.
+
+With the int8 base's features of the original images (trainer.int8_probe), every candidate is
+also scored on them: held-out int8 accuracy and top-1 agreement with the float answer, the
+figures an int8 export will be verified on. A second scaling is offered then: each feature
+divided by its int8 error instead of its spread, so the L2 penalty weighs exactly what
+quantization adds to the logits (standardizing amplifies the low-spread features that int8
+rounding swamps). The choice: the most int8-robust recipe among those within ACCURACY_GIVE of the
+most accurate one.
 
 Features arrive stacked: rows [0, n) are the original images, rows [v*n, (v+1)*n) the v-th
 augmented view of the same images in the same order.
@@ -23,13 +31,18 @@ import numpy as np
 
 from .heads import converging_quietly, floored_scaler, fold_scaler
 
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # on (floored) standardized features
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # on scaled features
 MAX_ITER = 500
 CV_MAX_ITER, CV_TOL = 200, 1e-3  # ranking C needs less precision than the final fit
 MAX_FOLDS = 5
 # A candidate must beat a simpler one by more than this share of accuracy to be chosen: on a few hundred
 # held-out images one image is 0.2-1 point, so smaller differences are noise, and simpler recipes cost less.
 TIE = 0.002
+# With int8 features measured: how much cross-validated accuracy a recipe may give up against the most
+# accurate one to be chosen for its int8 agreement.
+ACCURACY_GIVE = 0.005
+SCALINGS = ("standardized", "int8-error")
+ERROR_FLOOR = 0.1  # an int8 error scale is at least this share of the mean one (as heads.SCALE_FLOOR)
 
 
 @dataclass(frozen=True, order=True)
@@ -37,10 +50,17 @@ class Recipe:
     views: int  # augmented views per image besides the original
     class_weights: str  # "none" | "balanced"
     C: float
+    scaling: str = "standardized"  # | "int8-error"
 
     def describe(self) -> str:
         views = "no augmented views" if not self.views else f"{self.views} augmented view{'s' * (self.views > 1)}"
-        return f"{views}, C={self.C:g}, {'balanced' if self.class_weights == 'balanced' else 'no'} class weights"
+        weights = "balanced" if self.class_weights == "balanced" else "no"
+        scaled = "standardized features" if self.scaling == "standardized" else "features scaled by their int8 error"
+        return f"{views}, C={self.C:g}, {weights} class weights, {scaled}"
+
+    def simplicity(self) -> tuple:
+        """Sort key among near-ties: fewest views, unweighted, standardized, strongest regularization."""
+        return (self.views, self.class_weights != "none", self.scaling != "standardized", self.C)
 
 
 @dataclass
@@ -50,14 +70,26 @@ class RecipeChoice:
     folds: int
     seconds: float
     table: list[dict] = field(default_factory=list)  # every candidate, best first
+    int8_agreement: float | None = None  # cross-validated, when int8 features were measured
+    int8_accuracy: float | None = None
 
     def to_dict(self) -> dict:
-        return {"chosen": asdict(self.recipe), "cv_accuracy": round(self.cv_accuracy, 4), "folds": self.folds,
-                "grouped_by": "source image", "seconds": round(self.seconds, 2), "candidates": self.table}
+        d = {"chosen": asdict(self.recipe), "cv_accuracy": round(self.cv_accuracy, 4), "folds": self.folds,
+             "grouped_by": "source image", "seconds": round(self.seconds, 2), "candidates": self.table}
+        if self.int8_agreement is not None:
+            d["cv_int8_agreement"] = round(self.int8_agreement, 4)
+            d["cv_int8_accuracy"] = round(self.int8_accuracy, 4)
+            d["rule"] = (f"the highest int8 agreement among recipes within {100 * ACCURACY_GIVE:g} point(s) of the best "
+                         "accuracy; near-ties go to the simplest")
+        else:
+            d["rule"] = "the best accuracy; near-ties go to the simplest"
+        return d
 
     def summary(self) -> str:
-        return (f"head recipe: {self.recipe.describe()} (grouped {self.folds}-fold cross-validation accuracy "
-                f"{self.cv_accuracy:.3f}, best of {len(self.table)} candidates, {self.seconds:.0f} s)")
+        int8 = (f"; int8 agreement {self.int8_agreement:.3f}, int8 accuracy {self.int8_accuracy:.3f}"
+                if self.int8_agreement is not None else "")
+        return (f"head recipe: {self.recipe.describe()} (grouped {self.folds}-fold cross-validation: accuracy "
+                f"{self.cv_accuracy:.3f}{int8}; chosen from {len(self.table)} candidates in {self.seconds:.0f} s)")
 
 
 def fold_count(labels: np.ndarray) -> int:
@@ -86,19 +118,24 @@ def _weights(labels: np.ndarray, kind: str, n_classes: int) -> np.ndarray | None
     return per_class[labels]
 
 
-def _scores_over_C(x_tr, y_tr, x_te, y_te, weights, grid) -> list[float]:
-    """Held-out accuracy for every C of `grid`, ascending, each fit warm-started from the last."""
-    from sklearn.linear_model import LogisticRegression
+class ErrorScaler:
+    """Centres each feature and divides it by its int8 error (RMS over images), floored: fold_scaler folds it
+    into the Dense layer exactly as it folds a StandardScaler."""
 
-    scaler = floored_scaler().fit(x_tr)
-    x_tr, x_te = scaler.transform(x_tr), scaler.transform(x_te)
-    model = LogisticRegression(max_iter=CV_MAX_ITER, tol=CV_TOL, warm_start=True)
-    out = []
-    with converging_quietly():
-        for C in grid:
-            model.set_params(C=C).fit(x_tr, y_tr, sample_weight=weights)
-            out.append(float((model.predict(x_te) == y_te).mean()))
-    return out
+    def __init__(self, float_features: np.ndarray, int8: np.ndarray):
+        err = np.sqrt(((int8 - float_features) ** 2).mean(0))
+        self.scale_ = np.maximum(err, ERROR_FLOOR * float(err.mean()) or 1.0)
+
+    def fit(self, x, y=None, sample_weight=None):
+        self.mean_ = x.mean(0)
+        return self
+
+    def transform(self, x):
+        return (x - self.mean_) / self.scale_
+
+
+def _scaler(scaling: str, float_originals: np.ndarray, int8_originals: np.ndarray | None):
+    return floored_scaler() if scaling == "standardized" else ErrorScaler(float_originals, int8_originals)
 
 
 @contextlib.contextmanager
@@ -112,51 +149,93 @@ def one_blas_thread():
         yield
 
 
+def _scores_over_C(scaler, x_tr, y_tr, held_out: list[np.ndarray], y_te, weights, grid) -> list[tuple]:
+    """For every C of `grid`, ascending, each fit warm-started from the last: (float accuracy, int8 accuracy,
+    int8 agreement) on the held-out images (the int8 figures None without int8 features)."""
+    from sklearn.linear_model import LogisticRegression
+
+    scaler.fit(x_tr)
+    x_tr = scaler.transform(x_tr)
+    held_out = [scaler.transform(h) for h in held_out]
+    model = LogisticRegression(max_iter=CV_MAX_ITER, tol=CV_TOL, warm_start=True)
+    out = []
+    with converging_quietly():
+        for C in grid:
+            model.set_params(C=C).fit(x_tr, y_tr, sample_weight=weights)
+            preds = [model.predict(h) for h in held_out]
+            acc = float((preds[0] == y_te).mean())
+            if len(preds) == 1:
+                out.append((acc, None, None))
+            else:
+                out.append((acc, float((preds[1] == y_te).mean()), float((preds[1] == preds[0]).mean())))
+    return out
+
+
 def choose_recipe(features: np.ndarray, labels: np.ndarray, n_classes: int, *, views_options=(0,),
-                  class_weight_options=("none",), grid=C_GRID, seed: int = 0, log=print) -> RecipeChoice:
-    """Score every recipe by grouped cross-validation; return the best (simplest among near-ties)."""
+                  class_weight_options=("none",), grid=C_GRID, int8: np.ndarray | None = None, seed: int = 0,
+                  log=print) -> RecipeChoice:
+    """Score every recipe by grouped cross-validation and choose one (see the module's docstring).
+
+    `int8`: the int8 base's features of the original images (rows [0, n) of `features`), or None."""
     t = time.perf_counter()
     n = len(labels)
     available = len(features) // n - 1
     views_options = sorted({v for v in views_options if v <= available})
+    scalings = SCALINGS if int8 is not None else SCALINGS[:1]
     grid = sorted(grid)
     folds = fold_count(labels)
-    scores: dict[Recipe, list[float]] = {}
+    scores: dict[Recipe, list[tuple]] = {}
     with one_blas_thread():
         for train_idx, test_idx in grouped_folds(labels, folds, seed):
+            held_out = [features[test_idx]] + ([int8[test_idx]] if int8 is not None else [])
             for views in views_options:
                 rows = view_rows(train_idx, views, n)
                 y_rows = labels[rows % n]
-                for cw in class_weight_options:
-                    accs = _scores_over_C(features[rows], y_rows, features[test_idx], labels[test_idx],
-                                          _weights(y_rows, cw, n_classes), grid)
-                    for C, acc in zip(grid, accs):
-                        scores.setdefault(Recipe(views, cw, C), []).append(acc)
-    table = sorted(({"views": r.views, "class_weights": r.class_weights, "C": r.C,
-                     "cv_accuracy": round(float(np.mean(a)), 4), "cv_spread": round(float(np.std(a)), 4)}
-                    for r, a in scores.items()), key=lambda row: (-row["cv_accuracy"], row["views"], row["class_weights"], row["C"]))
-    best_score = float(max(np.mean(a) for a in scores.values()))
-    # Among recipes within TIE of the best: fewest views, then unweighted, then the strongest regularization.
-    near = [r for r in scores if np.mean(scores[r]) >= best_score - TIE]
-    chosen = min(near, key=lambda r: (r.views, r.class_weights != "none", r.C))
-    choice = RecipeChoice(chosen, float(np.mean(scores[chosen])), folds, time.perf_counter() - t, table)
+                for scaling in scalings:
+                    scaler_int8 = int8[train_idx] if int8 is not None else None
+                    for cw in class_weight_options:
+                        results = _scores_over_C(_scaler(scaling, features[train_idx], scaler_int8), features[rows], y_rows,
+                                                 held_out, labels[test_idx], _weights(y_rows, cw, n_classes), grid)
+                        for C, r in zip(grid, results):
+                            scores.setdefault(Recipe(views, cw, C, scaling), []).append(r)
+    mean = {r: np.mean(np.array(v, dtype=float), axis=0) for r, v in scores.items()}  # (acc, int8 acc, agreement)
+    best_acc = max(m[0] for m in mean.values())
+    if int8 is None:
+        near = [r for r in mean if mean[r][0] >= best_acc - TIE]
+    else:
+        eligible = [r for r in mean if mean[r][0] >= best_acc - ACCURACY_GIVE]
+        best_agree = max(mean[r][2] for r in eligible)
+        near = [r for r in eligible if mean[r][2] >= best_agree - TIE]
+    chosen = min(near, key=Recipe.simplicity)
+    table = [_row(r, mean[r], scores[r]) for r in sorted(mean, key=lambda r: (-mean[r][0], r.simplicity()))]
+    m = mean[chosen]
+    choice = RecipeChoice(chosen, float(m[0]), folds, time.perf_counter() - t, table,
+                          int8_agreement=None if int8 is None else float(m[2]), int8_accuracy=None if int8 is None else float(m[1]))
     log(choice.summary())
     return choice
 
 
-def fit_recipe(features: np.ndarray, labels: np.ndarray, n_classes: int, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+def _row(r: Recipe, m: np.ndarray, per_fold: list[tuple]) -> dict:
+    row = {**asdict(r), "cv_accuracy": round(float(m[0]), 4), "cv_spread": round(float(np.std([f[0] for f in per_fold])), 4)}
+    if per_fold[0][1] is not None:
+        row["cv_int8_accuracy"], row["cv_int8_agreement"] = round(float(m[1]), 4), round(float(m[2]), 4)
+    return row
+
+
+def fit_recipe(features: np.ndarray, labels: np.ndarray, n_classes: int, recipe: Recipe,
+               int8: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The chosen recipe fitted on every training image (and its views): (W, b) for the head's Dense layer,
-    the floored scaler folded in."""
+    the scaler folded in. `int8`: the int8 features of the originals, needed by the int8-error scaling."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
 
     n = len(labels)
     rows = view_rows(np.arange(n), recipe.views, n)
     y = labels[rows % n]
-    pipe = make_pipeline(floored_scaler(), LogisticRegression(C=recipe.C, max_iter=MAX_ITER))
+    scaler = _scaler(recipe.scaling, features[:n], int8)
     with converging_quietly(), one_blas_thread():
-        pipe.fit(features[rows], y, logisticregression__sample_weight=_weights(y, recipe.class_weights, n_classes))
-    coef, intercept = fold_scaler(pipe.steps[0][1], pipe.steps[-1][1])
+        x = scaler.fit(features[rows]).transform(features[rows])
+        linear = LogisticRegression(C=recipe.C, max_iter=MAX_ITER).fit(x, y, sample_weight=_weights(y, recipe.class_weights, n_classes))
+    coef, intercept = fold_scaler(scaler, linear)
     if n_classes > 2 and coef.shape[0] != n_classes:  # a class absent from training: no row for it
         raise ValueError(f"expected {n_classes} classes in the training labels, found {coef.shape[0]}")
     return coef.T.astype(np.float32), intercept.astype(np.float32)
