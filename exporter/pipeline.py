@@ -20,6 +20,7 @@ from edge_core.atomic import process_alive
 from edge_core.bundle import write_bundle
 
 from . import calibration as calib
+from .bias_correction import corrected_bias, feature_shift, linear_head
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
@@ -81,10 +82,14 @@ def checked(fmt: str):
     return wrap
 
 
-def converter(fmt: str):
+def converter_function(fmt: str):
     from . import to_onnx, to_tflite
 
-    return checked(fmt)({"tflite": to_tflite.convert, "onnx": to_onnx.convert}[fmt])
+    return {"tflite": to_tflite.convert, "onnx": to_onnx.convert}[fmt]
+
+
+def converter(fmt: str):
+    return checked(fmt)(converter_function(fmt))
 
 
 def _defaults(cfg: ExportConfig) -> tuple[str, str, int]:
@@ -206,7 +211,16 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
-        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
+        correction = None
+        if precision == "int8" and (linear := linear_head(model)) is not None:
+            shift = feature_shift(linear[0], converter_function(fmt), fmt, x_cal, workdir / "bias-correction", threads)
+            with corrected_bias(linear[1], shift) as logit_shift:
+                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
+            correction = {"layer": linear[1].name, "images": len(x_cal), "mean_abs_logit_shift": round(logit_shift, 4)}
+            log(f"bias correction: the int8 base shifts the head's logits by {logit_shift:.3f} on average over "
+                f"{len(x_cal)} calibration images; subtracted from the int8 file's {linear[1].name!r} bias")
+        else:
+            converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
         log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
             f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}")
         figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
@@ -228,6 +242,8 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             )
         meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
         meta["export"]["io_dtype"] = io_dtype
+        if correction:
+            meta["export"]["bias_correction"] = correction
         if pre is not None:
             meta["source"]["preprocessing"] = pre.to_dict() | {"folded_into_graph": True}
         write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
