@@ -17,17 +17,16 @@ def predict_batches(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 
 def evaluate(model, x, y, n_classes: int, class_names: list[str]) -> dict:
-    probs = predict_batches(model, x)
-    pred = predicted_labels(probs)
-    cm = np.zeros((n_classes, n_classes), int)
-    for t, p in zip(y, pred):
-        cm[t, p] += 1
-    per_class = {}
-    for i, name in enumerate(class_names):
-        tp, col, row = cm[i, i], cm[:, i].sum(), cm[i].sum()
-        per_class[name] = {
-            "precision": float(tp / col) if col else 0.0,
-            "recall": float(tp / row) if row else 0.0,
-            "support": int(row),
-        }
-    return {"val_accuracy": float((pred == y).mean()) if len(y) else None, "confusion_matrix": cm.tolist(), "per_class": per_class}
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    pred = predicted_labels(predict_batches(model, x))
+    labels = list(range(n_classes))
+    # scikit-learn refuses empty input; an empty validation set has an all-zero matrix and no accuracy.
+    if not len(y):
+        return {"val_accuracy": None, "confusion_matrix": np.zeros((n_classes, n_classes), int).tolist(),
+                "per_class": {name: {"precision": 0.0, "recall": 0.0, "support": 0} for name in class_names}}
+    cm = confusion_matrix(y, pred, labels=labels)
+    precision, recall, _, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "support": int(support[i])}
+                 for i, name in enumerate(class_names)}
+    return {"val_accuracy": float((pred == y).mean()), "confusion_matrix": cm.tolist(), "per_class": per_class}
