@@ -29,7 +29,7 @@ def weighted(layers):
 def test_strategy_freezing_counts_mobilenet_v2():
     import keras
 
-    from trainer.fit import set_trainable
+    from trainer.freezing import set_trainable
 
     spec = get_backbone("mobilenet_v2")
     base = build_base(spec, 64, 0.35, None)
@@ -64,7 +64,7 @@ def test_every_backbone_groups_layers_into_whole_blocks(name, blocks):
 def test_frozen_batch_norm_runs_in_inference_mode():
     import keras
 
-    from trainer.fit import set_trainable
+    from trainer.freezing import set_trainable
 
     spec = get_backbone("mobilenet_v2")
     base = build_base(spec, 32, 0.35, None)
