@@ -1,4 +1,4 @@
-"""Attack: issue 12's hostile mix beside valid traffic, with the server under a memory cap.
+"""Attack: a hostile mix beside valid traffic, with the server under a memory cap.
 
     python benchmarks/attack.py BUNDLE [--images DIR] [--seconds 60 | --quick] [--cap 600M --cap 256M] [--json]
 

@@ -27,7 +27,7 @@ short pause before each block lets the previous runtime's spinning worker
 threads (ONNX Runtime and XNNPACK both spin-wait after a run) go to sleep, so
 one runtime's idle spinning is not billed to the next.
 
-Goals (issue 4): TFLite int8 <= 0.3x float32 size and <= 0.7x its latency;
+Goals: TFLite int8 <= 0.3x float32 size and <= 0.7x its latency;
 ONNX float32 latency <= 1.5x TFLite float32; int8 top-1 agreement >= 98%.
 
 Last full run (2 shared cores, load average 3-5 from other jobs, 723 s), 2 threads:

@@ -8,8 +8,8 @@ worker thread; what it lacked (measured against `edgeport serve`, waitress 3.0.2
   256 connection slots: 0 of 9 valid requests answered in 40 s. Here the server's
   maintenance pass (every `cleanup_interval` s) closes a connection whose headers
   are not complete after `header_timeout_s`, or whose body is not after
-  `body_timeout_s`; the idle keep-alive timeout is 15 s (was 60 s); and the
-  connection limit is 1000 (was 256), with poll() instead of select() so that
+  `body_timeout_s`; the idle keep-alive timeout is 15 s; and the
+  connection limit is 1000, with poll() instead of select() so that
   descriptors above 1024 work.
 - `Expect: 100-continue` with a Content-Length over the limit: waitress sets the
   413 error but then still sends "100 Continue" and reads the body. Here the

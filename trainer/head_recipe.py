@@ -147,7 +147,7 @@ def _scaler(scaling: str, float_originals: np.ndarray, int8_originals: np.ndarra
 @contextlib.contextmanager
 def one_blas_thread():
     """Logistic regression on a few thousand rows is many small matrix products: with BLAS's own thread
-    pool each is slower than on one thread, and under load it was 100x slower (OpenBLAS threads spinning
+    pool each is slower than on one thread, and under load 100x slower (OpenBLAS threads spinning
     against each other: 10 s against 0.1 s for one fit here, measured)."""
     from threadpoolctl import threadpool_limits
 
@@ -210,7 +210,7 @@ def choose_recipe(features: np.ndarray, labels: np.ndarray, n_classes: int, *, v
     best = max(mean, key=lambda r: mean[r][0])
     # The one-standard-error rule: any recipe within one standard error of the best fold mean is as good as
     # the data can tell. On Tux Paint (356 images) the best recipe's folds spread by 3 points, and the CV's
-    # favourite (two views, balanced) was 4 validation images under the plain probe.
+    # favourite (two views, balanced) scored 4 validation images under the plain probe.
     standard_error = float(np.std([f[0] for f in scores[best]]) / np.sqrt(folds))
     eligible = [r for r in mean if mean[r][0] >= mean[best][0] - max(TIE, standard_error)]
     if int8 is not None:  # among those, the one an int8 export keeps closest to the float model
