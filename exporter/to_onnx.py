@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import ExportError
 from .graph import INPUT_NAME, OUTPUT_NAME, serving_function, signature
+from .quant_recipe import float_layers, onnx_nodes
 
 OPSET = 17
 
@@ -21,7 +22,8 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
             io_dtype: str = "float32") -> Path:
     fp32 = workdir / "model.fp32.onnx"
     frozen_to_onnx(model, fp32)
-    STEPS[precision](fp32, out_path, calibration, workdir, log)
+    extra = {"keep_float": float_layers(model)} if precision == "int8" else {}
+    STEPS[precision](fp32, out_path, calibration, workdir, log, **extra)
     check_graph(out_path)
     return out_path
 
@@ -109,7 +111,7 @@ class _Reader:
         self.i = 0
 
 
-def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, log) -> None:
+def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, log, keep_float=()) -> None:
     if images is None or not len(images):
         raise ExportError("ONNX int8 needs calibration images. Received: none")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -117,11 +119,14 @@ def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, lo
 
     pre = workdir / "model.pre.onnx"
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    exclude = onnx_nodes(pre, keep_float) if keep_float else []  # the few early layers int8 keeps in float
+    if keep_float:
+        log(f"int8: {', '.join(keep_float)} kept in float ({len(exclude)} nodes; exporter/quant_recipe.py)")
     quantize_static(
         str(pre), str(dst), _Reader(images, log),
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
     )
 
 

@@ -8,10 +8,12 @@ import numpy as np
 
 from .errors import ExportError
 from .graph import INPUT_NAME, write_saved_model
+from .quant_recipe import float_layers, tflite_nodes
 
 # The converter's knobs per precision, as data. "int8" is full integer: every
 # op must have an int8 kernel (TFLITE_BUILTINS_INT8), or conversion fails
-# instead of silently leaving float islands in the graph.
+# instead of silently leaving float islands in the graph; the only float ops are
+# the few early layers quant_recipe names for a known backbone, kept on purpose.
 RECIPES = {
     "float32": {"optimize": False, "float16": False, "integer_only": False},
     "float16": {"optimize": True, "float16": True, "integer_only": False},
@@ -40,9 +42,29 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
         # float32: the file quantizes on its own input and dequantizes its output.
         conv.inference_input_type = conv.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         conv.representative_dataset = _representative(calibration, log)
+        if layers := float_layers(model):
+            out_path.write_bytes(_quantize_with_float_layers(conv, layers, io_dtype, log))
+            check_builtin_ops(out_path)
+            return out_path
     out_path.write_bytes(conv.convert())
     check_builtin_ops(out_path)
     return out_path
+
+
+def _quantize_with_float_layers(conv, layers, io_dtype: str, log) -> bytes:
+    """Calibrate, then quantize with `layers`' ops denylisted: the two steps the converter runs inside
+    convert(), split (as TFLite's quantization debugger does) so the quantizer can be told which ops stay float."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tflite_convert
+
+    conv._experimental_calibrate_only = True
+    calibrated = conv.convert()
+    nodes = tflite_nodes(calibrated, layers)
+    if len(nodes) != len(layers):
+        raise ExportError(f"Expected one op per float layer {list(layers)}. Received: {len(nodes)} ops {nodes}")
+    dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
+    log(f"int8: {', '.join(layers)} kept in float (exporter/quant_recipe.py)")
+    return tflite_convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype, denylisted_nodes=nodes)
 
 
 def op_names(path: Path) -> list[str]:
