@@ -2,14 +2,14 @@
 
 Post-training int8 of a MobileNetV2 base flips answers of a transferred head (docs/training.md, "int8 of
 a transferred model"). The error is not one outlier layer, and neither calibration ranges nor
-cross-layer equalization remove it; keeping four early ops in float does: the first block's depthwise
-and projection and the first two 1x1 expansions, at 112x112 and 56x56 where the image's detail is still
-spatial. Measured at 224 px on the shared sets (real ImageNet weights, default runs): the val answers
-that change fall from 10.8% to 4.2% on openclipart_objects and from 9.9% to 3.3% on Tux Paint, with
-int8 latency within noise of the all-int8 graph (XNNPACK runs these 1x1 convs in float about as fast).
+cross-layer equalization remove it; keeping four early ops in float removes most of it: the first
+block's depthwise and projection and the 1x1 expansions of blocks 1 and 2, so the 8-channel 112x112
+bottleneck between block 0 and block 1, where the error starts, is never rounded to int8. Measured at 224 px on the shared sets (real ImageNet weights, default runs): the val answers
+that change fall from 10.8% to 4.2% on openclipart_objects and from 9.9% to 3.3% on Tux Paint; the
+price is 1.1-1.3x the all-int8 latency on a 2-core EPYC (docs/export.md). An empty table entry turns it off.
 
 A backbone's layers are found by their Keras application names; a model without all of them (another
-backbone, a bring-your-own model) is exported all-int8 as before. Only CPU profiles use int8 here, so a
+backbone, a bring-your-own model) is exported all-int8. Only CPU profiles use int8 here, so a
 float op costs time, never a device that cannot run it.
 """
 

@@ -38,7 +38,7 @@ def test_onnx_nodes_find_fused_convs_by_their_weights(tmp_path):
     from onnx import TensorProto, helper
 
     p = "model/backbone_1/"
-    w = lambda name: helper.make_tensor(name, TensorProto.FLOAT, [4, 4, 1, 1], np.zeros(16, np.float32))  # noqa: E731
+    w = lambda name: helper.make_tensor(name, TensorProto.FLOAT, [4, 4, 1, 1], np.zeros(16, np.float32))
     nodes = [
         helper.make_node("Conv", ["x", f"{p}block_1_expand_1/convolution/merged_input:0"], ["a"], name="Conv__351"),
         helper.make_node("Clip", ["a"], ["b"], name=f"{p}block_1_expand_relu_1/Relu6"),
