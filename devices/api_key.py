@@ -1,5 +1,6 @@
-"""API key files, read and checked the same way by `edgeport deploy` (on the workstation) and
-`edgeport serve` (on the device): a key that serve would refuse is refused before it is shipped."""
+"""Who may call the service: API key files, read and checked the same way by `edgeport deploy` (on the
+workstation) and `edgeport serve` (on the device), so a key serve would refuse is refused before it is
+shipped; and which addresses are this machine only (beyond them a deploy needs a key)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,15 @@ def read_api_key(path: Path) -> str:
         # a key travels in an HTTP header: one token, no spaces or line breaks
         raise DeviceError(f"Expected the API key as one word on one line. Received: whitespace inside the key in {str(path)!r}")
     return key
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` answers this machine only: 127.0.0.0/8, ::1 or the name localhost."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to an address others reach
