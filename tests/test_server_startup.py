@@ -103,7 +103,7 @@ def test_a_port_held_by_another_edgeport_names_it(int8_bundle, server):
     port = int(server.url.rsplit(":", 1)[1])
     for host in ("127.0.0.1", "0.0.0.0"):  # the wildcard is probed on loopback
         out = serve(int8_bundle, "--host", host, port=port)
-        assert_one_error_line(out, "in use by another edgeport server at http://127.0.0.1:%d" % port)
+        assert_one_error_line(out, f"in use by another edgeport server at http://127.0.0.1:{port}")
 
 
 def test_a_host_that_is_not_this_machine_is_one_line(int8_bundle):
@@ -153,3 +153,22 @@ def test_a_bad_key_file_is_one_line(int8_bundle, tmp_path, content, word):
     elif content is not None:
         key.write_bytes(content)
     assert_one_error_line(serve(int8_bundle, "--api-key-file", str(key)), word)
+
+
+def test_bind_holds_the_port_before_anything_loads():
+    from edge_core.errors import EdgeError
+    from edge_server.listen import bind
+
+    sockets = bind("localhost", 0)  # 127.0.0.1 and ::1 where the machine has both: one port for all
+    try:
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(ports) == 1
+        with pytest.raises(EdgeError, match=r"Expected port \d+ on 127.0.0.1 to be free\. Received: in use by another program"):
+            bind("127.0.0.1", ports.pop())
+    finally:
+        for s in sockets:
+            s.close()
+    with pytest.raises(EdgeError, match=r"Expected --port in 0-65535\. Received: 70000"):
+        bind("127.0.0.1", 70000)
+    with pytest.raises(EdgeError, match=r"Expected --host as an IP address or a name this machine resolves\. Received: 'no-such-host.invalid'"):
+        bind("no-such-host.invalid", 8080)
