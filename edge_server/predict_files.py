@@ -231,9 +231,14 @@ class Output:
         if target == "-":
             self.stream, self.tmp = sys.stdout, None
         else:
+            from edge_core.errors import EdgeError
+
             dest = Path(target)
             self.tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-            self.stream = open(self.tmp, "w", newline="", encoding="utf-8")
+            try:
+                self.stream = open(self.tmp, "w", newline="", encoding="utf-8")
+            except OSError as e:
+                raise EdgeError(f"Expected a writable folder for {target}. Received: {dest.parent} ({e.strerror})") from None
 
     def finish(self) -> None:
         if self.tmp is None:
@@ -287,12 +292,10 @@ def run(svc, arguments: list, top_k: int = 3, json_to: str | None = None, csv_to
     table = Table(items, svc.labels) if "-" not in (json_to, csv_to) else None
     # The summary follows the table; when stdout carries JSON or CSV it goes to stderr, out of the data.
     summary_to = out if table is not None else err
-    outputs = {flag: Output(t) for flag, t in (("json", json_to), ("csv", csv_to)) if t is not None}
-    writer = csv.writer(outputs["csv"].stream) if "csv" in outputs else None
-    if writer:
-        writer.writerow(csv_header(top_k))
     if progress is None:
         progress = len(items) >= PROGRESS_MIN and err.isatty()
+    outputs: dict[str, Output] = {}
+    writer = None
 
     def emit(r: Result, bar) -> None:
         if r.error is not None:
@@ -305,6 +308,12 @@ def run(svc, arguments: list, top_k: int = 3, json_to: str | None = None, csv_to
             writer.writerow(csv_row(r, top_k))
 
     try:
+        for flag, target in (("json", json_to), ("csv", csv_to)):
+            if target is not None:
+                outputs[flag] = Output(target)
+        if "csv" in outputs:
+            writer = csv.writer(outputs["csv"].stream)
+            writer.writerow(csv_header(top_k))
         if table is not None:
             print(table.header(), file=out)
         results = classify(svc, items, top_k, emit, progress)
@@ -315,7 +324,7 @@ def run(svc, arguments: list, top_k: int = 3, json_to: str | None = None, csv_to
             print(json.dumps({"summary": summary}), file=outputs["json"].stream)
         for o in outputs.values():
             o.finish()
-    except BaseException:
+    except BaseException:  # an interrupted run leaves no half-written file
         for o in outputs.values():
             o.abandon()
         raise
