@@ -81,14 +81,15 @@ def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int
     rows = []
     first_top1 = None
     references: dict[str, tuple] = {}  # source file -> (probabilities on x, or None; why not)
-    x = y = None
+    x = y = loaded = None
     notes = []
     for path in bundles:
         svc = ModelService.from_path(path, options=ServiceOptions(threads=threads, pool_size=1, solo_threads=0))
         rt = svc.pool.first
         if images is not None:
-            if x is None or x.shape[1] != svc.size:
+            if loaded != (svc.size, svc.labels):  # the same files; decoded again only for another input size or label set
                 x, y = calib.load_images(calib.spread(calib.folder_items(images, svc.labels), limit), svc.size, log)
+                loaded = (svc.size, svc.labels)
         else:
             x = np.random.default_rng(0).integers(0, 256, (SYNTHETIC_IMAGES, svc.size, svc.size, 3), dtype=np.uint8)
             y = np.full(len(x), -1)
@@ -100,7 +101,7 @@ def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int
             m |= {"labelled": int((y >= 0).sum()), "accuracy": accuracy(probs, y)}
             if first_top1 is None:
                 first_top1 = top1
-            elif len(top1) == len(first_top1):  # the same files (a bundle of another input size decodes them anew)
+            elif len(top1) == len(first_top1):  # the same files, unless one failed to decode at one size only
                 m["agreement_with_first"] = float((top1 == first_top1).mean())
             if keras:
                 key = str((svc.bundle.meta.get("source") or {}).get("model_file"))
