@@ -34,10 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "0-255 RGB like every other. Default: raw 0-255 RGB (a trainer run's models all do).")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="compare bundles side by side: size, accuracy, agreement, latency")
+    p = sub.add_parser("bench", help="compare bundles side by side: size, accuracy, agreement, latency",
+                       description="Measures each bundle now, on the same images: size, accuracy (images in subfolders named "
+                                   "by class), top-1 agreement with the first bundle and with the Keras model each was exported "
+                                   "from (when that file is still there, unchanged), latency. What bundle.json recorded at "
+                                   "export, on the export's own images, is printed apart.")
     p.add_argument("bundles", type=Path, nargs="+")
-    p.add_argument("--images", type=Path, help="images to measure on (subfolders named by class give accuracy)")
+    p.add_argument("--images", type=Path, help="images to measure on (subfolders named by class give accuracy); "
+                                               "without: latency only, on random pixels")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-keras", action="store_true",
+                   help="do not load the bundles' source Keras models (saves TensorFlow's start-up)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -58,5 +65,5 @@ def cmd_export(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench
 
-    bench(args.bundles, args.images, threads=args.threads)
+    bench(args.bundles, args.images, threads=args.threads, keras=not args.no_keras)
     return 0
