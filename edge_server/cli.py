@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_arguments(p, ServerSettings, only=("bundle", "labels"))
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--top-k", type=int, default=3)
-    add_arguments(p, ServiceOptions, layered=True, only=("threads",))
+    add_arguments(p, ServiceOptions, layered=True, only=("threads", "max_pixels"))
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_predict)
@@ -116,11 +116,22 @@ def cmd_predict(args) -> int:
     return status
 
 
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip recorded it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeport")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeport",
         description="From a folder of labelled images to a verified, quantized classifier served on an edge device.",
     )
+    parser.add_argument("--version", action="version", version=f"edgeport {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="edgeport.commands"), key=lambda e: e.name):
         ep.load()(sub)
