@@ -7,8 +7,9 @@ raspberry-pi-4` on 127.0.0.1 in a new memory cgroup with the cap (benchmarks/att
 writable cgroup it says so and runs uncapped), then has `--clients` clients post the same photo at
 once. A client does what a well-behaved one does with 503: waits its Retry-After and tries again.
 
-The photo is a demo shape (trainer/demo_data.py) rendered at 1/8 of the side and enlarged 8x, so the
-answer to check against is the server's answer for the small original, posted first. Printed per row:
+The photo is a demo shape (trainer/demo_data.py; circle, square, triangle in turn) rendered at 1/8 of
+the side and enlarged 8x, so the answer to check against is the server's answer for the small
+original, posted first (with a demo-shapes bundle that is also the shape drawn). Printed per row:
 requests answered 200 and correct (top-1 of the small original), the 503s retried on the way, the
 wall time of the burst, the server's peak RSS (VmHWM) and the cgroup's peak, and OOM kills.
 """
@@ -38,13 +39,16 @@ from serverproc import memory_kb, stop  # noqa: E402
 MiB = 1 << 20
 
 
-def photo_pair(mpx: int, workdir: Path) -> tuple[bytes, Path, Path]:
+SHAPES = ("circle", "square", "triangle")
+
+
+def photo_pair(mpx: int, shape: str, workdir: Path) -> tuple[bytes, Path, Path]:
     """(the small original's JPEG bytes, baseline file, progressive file) for a square photo of `mpx` Mpx."""
     from trainer.demo_data import render_image
 
     side = math.isqrt(mpx * 1_000_000) // 8
-    small = render_image("circle", np.random.default_rng(mpx), side)
-    base, prog = workdir / f"{mpx}mpx.jpg", workdir / f"{mpx}mpx-progressive.jpg"
+    small = render_image(shape, np.random.default_rng(mpx), side)
+    base, prog = workdir / f"{mpx}mpx-{shape}.jpg", workdir / f"{mpx}mpx-{shape}-progressive.jpg"
     if not (base.is_file() and prog.is_file()):
         big = small.resize((side * 8, side * 8), Image.BILINEAR)
         big.save(base, "JPEG", quality=90)
@@ -127,15 +131,15 @@ def main() -> int:
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for mpx in args.mpx:
-        small, base, prog = photo_pair(mpx, args.workdir)
+    for i, mpx in enumerate(args.mpx):
+        small, base, prog = photo_pair(mpx, SHAPES[i % 3], args.workdir)
         for path in (base, prog):
-            row = run_row(args.bundle, args.cap_mib * MiB, small, path, args.clients, args.workdir)
+            row = run_row(args.bundle, args.cap_mib * MiB, small, path, args.clients, args.workdir) | {"shape": SHAPES[i % 3]}
             rows.append(row)
             if not args.json:
                 cap = f"{row['cap_mib']} MiB cap" if row["cap_mib"] else f"no cap ({row['why_uncapped']})"
                 print(f"{row['file']:<24} {row['file_mib']:5.1f} MiB  {cap}  200: {row['answered']}/{row['clients']}  "
-                      f"correct: {row['correct']}  503 retried: {row['retried_503']}  {row['seconds']:.1f} s  "
+                      f"correct: {row['correct']} ({row['expected']}; drawn: {row['shape']})  503 retried: {row['retried_503']}  {row['seconds']:.1f} s  "
                       f"RSS start {row['start_rss_mib']:.0f} peak {row['peak_rss_mib']:.0f} MiB  "
                       f"cgroup peak {row['cgroup_peak_mib'] or 0:.0f} MiB  OOM kills {row['oom_kills']}", flush=True)
     if args.json:
