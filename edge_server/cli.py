@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                    help="image files, folders (walked recursively) or glob patterns such as 'photos/**/*.jpg'")
     p.add_argument("--top-k", type=int, default=3)
-    add_arguments(p, ServiceOptions, layered=True, only=("threads",))
+    add_arguments(p, ServiceOptions, layered=True, only=("threads", "max_pixels"))
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="JSON lines, one per image (and a last {\"summary\": ...} line where folders name classes), "
                         "to FILE; bare --json or --json - writes them to stdout in place of the table")
@@ -109,11 +109,22 @@ def cmd_predict(args) -> int:
     return run(svc, args.images, args.top_k, json_to=args.json, csv_to=args.csv)
 
 
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip recorded it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeport")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeport",
         description="From a folder of labelled images to a verified, quantized classifier served on an edge device.",
     )
+    parser.add_argument("--version", action="version", version=f"edgeport {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="edgeport.commands"), key=lambda e: e.name):
         ep.load()(sub)

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_core.bundle import sha256_file
+from edge_core.imageio import DEFAULT_MAX_PIXELS
 from edge_core.preprocessing import Preprocessing
 from edge_core.service import ModelService, ServiceOptions, to_probabilities
+
 
 from . import calibration as calib
 from .verify import accuracy, latency_ms, runtime_probabilities
@@ -75,7 +77,7 @@ def source_reference(meta: dict):
 
 
 def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int = 200, keras: bool = True,
-          log=print) -> list[dict]:
+          log=print, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
     """Each bundle measured on the same images; returns one row per bundle: {"bundle", "format", "precision",
     "measured": figures of this run, "recorded": bundle.json's verification}."""
     rows = []
@@ -84,11 +86,11 @@ def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int
     x = y = loaded = None
     notes = []
     for path in bundles:
-        svc = ModelService.from_path(path, options=ServiceOptions(threads=threads, pool_size=1, solo_threads=0))
+        svc = ModelService.from_path(path, options=ServiceOptions(threads=threads, pool_size=1, solo_threads=0, max_pixels=max_pixels))
         rt = svc.pool.first
         if images is not None:
             if loaded != (svc.size, svc.labels):  # the same files; decoded again only for another input size or label set
-                x, y = calib.load_images(calib.spread(calib.folder_items(images, svc.labels), limit), svc.size, log)
+                x, y = calib.load_images(calib.spread(calib.folder_items(images, svc.labels), limit), svc.size, log, max_pixels=max_pixels)
                 loaded = (svc.size, svc.labels)
         else:
             x = np.random.default_rng(0).integers(0, 256, (SYNTHETIC_IMAGES, svc.size, svc.size, 3), dtype=np.uint8)
