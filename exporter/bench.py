@@ -19,7 +19,6 @@ from edge_core.imageio import DEFAULT_MAX_PIXELS
 from edge_core.preprocessing import Preprocessing
 from edge_core.service import ModelService, ServiceOptions, to_probabilities
 
-
 from . import calibration as calib
 from .verify import accuracy, latency_ms, runtime_probabilities
 
