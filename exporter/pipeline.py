@@ -24,6 +24,7 @@ from .bias_correction import corrected_bias, feature_shift, linear_head
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
+from .run_images import part_items
 from .source import resolve_source
 from .verify import table, verify_export
 
@@ -36,6 +37,7 @@ class ExportConfig:
     labels: Path | None = None
     calibration: Path | None = None  # None: the run's training images
     images: Path | None = None  # verification images; None: the run's validation split
+    data: Path | None = None  # the run's data folder where it has moved since training (split.json's images under it)
     device: str | None = None
     min_agreement: float | None = None  # None: the precision's default floor
     out: Path | None = None
@@ -121,10 +123,11 @@ def import_tensorflow_quietly() -> None:
         import tensorflow  # noqa: F401
 
 
-def _items(source, part: str):
-    if source.split and source.split.get(part):
-        return [(p, int(l)) for p, l in source.split[part]]
-    return None
+def _items(source, part: str, data: Path | None = None):
+    """The run's images of one part (split.json), found wherever the export runs; None for a bare model."""
+    if source.split is None or source.run_dir is None:
+        return None
+    return part_items(source.split, part, source.run_dir, data)
 
 
 WORKDIR_PREFIX = "edgeport-export-"
@@ -174,10 +177,10 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     out = Path(cfg.out) if cfg.out else Path("bundles") / f"{source.name}.{fmt}-{precision}"
 
     # Resolve every input before the slow steps, so a bad path fails in a second, not after conversion.
-    verify_items = calib.folder_items(cfg.images, source.labels) if cfg.images else _items(source, "val")
+    verify_items = calib.folder_items(cfg.images, source.labels) if cfg.images else _items(source, "val", cfg.data)
     calib_items = None
     if prec.calibrated:
-        calib_items = calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else _items(source, "train")
+        calib_items = calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else _items(source, "train", cfg.data)
         if not calib_items:
             raise ExportError(f"{fmt}/{precision} needs calibration images: pass --calibration DIR (a few hundred real images)")
     if not verify_items:
