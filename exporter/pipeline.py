@@ -21,6 +21,7 @@ from edge_core.bundle import write_bundle
 
 from . import calibration as calib
 from .bias_correction import corrected_bias, feature_shift, linear_head
+from .console import import_tensorflow_quietly, tensorflow_lines_dropped
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
@@ -104,23 +105,6 @@ def _defaults(cfg: ExportConfig) -> tuple[str, str, int]:
     precision = cfg.precision or profile.get("export", {}).get("precision", "int8")
     threads = cfg.threads or profile.get("serve", {}).get("threads") or min(4, os.cpu_count() or 1)
     return fmt, precision, threads
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its native start-up lines dropped.
-
-    TensorFlow 2.21 logs "oneDNN custom operations are on" through absl before it reads
-    TF_CPP_MIN_LOG_LEVEL, straight to fd 2; an export's first line, or the one-line error
-    that follows, should not be buried under it. Lines other than absl INFO pass through.
-    """
-    import sys
-
-    if "tensorflow" in sys.modules:
-        return
-    from edge_core.runtimes import native_info_filtered
-
-    with native_info_filtered(drop=("I0000 ", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")):
-        import tensorflow  # noqa: F401
 
 
 def _items(source, part: str, data: Path | None = None):
@@ -216,14 +200,16 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         model_file = workdir / f"model{fmt_spec.suffix}"
         correction = None
         if precision == "int8" and (linear := linear_head(model)) is not None:
-            shift = feature_shift(linear[0], converter_function(fmt), fmt, x_cal, workdir / "bias-correction", threads)
-            with corrected_bias(linear[1], shift) as logit_shift:
-                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
+            with tensorflow_lines_dropped():
+                shift = feature_shift(linear[0], converter_function(fmt), fmt, x_cal, workdir / "bias-correction", threads)
+                with corrected_bias(linear[1], shift) as logit_shift:
+                    converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
             correction = {"layer": linear[1].name, "images": len(x_cal), "mean_abs_logit_shift": round(logit_shift, 4)}
             log(f"bias correction: the int8 base shifts the head's logits by {logit_shift:.3f} on average over "
                 f"{len(x_cal)} calibration images; subtracted from the int8 file's {linear[1].name!r} bias")
         else:
-            converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
+            with tensorflow_lines_dropped():
+                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
         log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
             f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}")
         figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,

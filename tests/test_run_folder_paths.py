@@ -2,10 +2,12 @@
 folder it expected when the data is gone."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import edgeport_cmd
 
 from edge_server.cli import main
 from exporter import ExportError
@@ -107,3 +109,22 @@ def test_the_first_split_format_reads_relative_to_the_working_directory(tmp_path
     shutil.move(tmp_path / "proj" / "data", tmp_path / "moved")
     items = part_items(old, "train", run, data=tmp_path / "moved")  # by class folder under --data
     assert all(Path(p).is_file() and "moved" in p for p, _ in items)
+
+
+def test_edgeport_export_elsewhere_shows_bars_when_asked_and_no_tensorflow_lines(tmp_path, tiny_model, monkeypatch):
+    """The command as a user runs it, from another folder: --progress draws bars on stderr (it is not a
+    terminal here), and none of TensorFlow's start-up or converter lines appear without --verbose."""
+    import os
+    import subprocess
+
+    run = make_project(tmp_path / "proj", tiny_model, monkeypatch)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "EDGEPORT_PROGRESS", "EDGEPORT_VERBOSE"))}
+    proc = subprocess.run([*edgeport_cmd(), "export", str(run), "--format", "tflite", "--precision", "int8", "--min-agreement", "0",
+                           "--out", str(tmp_path / "bundle"), "--progress"], cwd=tmp_path, env=env | {"PYTHONPATH": str(Path(__file__).parents[1])},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "calibration: decoding 30 images" in proc.stdout
+    bars = proc.stderr.replace("\r", "\n")
+    assert all(re.search(rf"^{step}: +\d+%\|", bars, re.M) for step in ("decoding", "calibration", "verify: Keras", "verify: exported"))
+    noise = [l for l in bars.splitlines() if l.strip() and not any(l.startswith(d) for d in ("calibration", "decoding", "verify"))]
+    assert noise == [], noise  # no "oneDNN custom operations", absl notices, "fully_quantize:", deprecation warnings

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_core.errors import RequestError
 from edge_core.imageio import ALLOWED_FORMATS, decode_to_array
+from exporter.console import steps
 
 from .errors import TrainerError
 
@@ -156,9 +157,7 @@ def load_pixels(items, size: int, progress=None, every: int = 200) -> tuple[np.n
     """Decode every image once into one uint8 array (the cache the tf.data pipeline reads)."""
     x = np.empty((len(items), size, size, 3), np.uint8)
     y = np.empty((len(items),), np.int32)
-    for i, (path, label) in enumerate(items):
+    for i, (path, label) in enumerate(steps(items, "decoding", progress, every)):
         x[i] = decode_image(path, size)
         y[i] = label
-        if progress and (i + 1) % every == 0:
-            progress(f"decoded {i + 1}/{len(items)} images")
     return x, y
