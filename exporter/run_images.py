@@ -31,9 +31,11 @@ def split_json(class_names: list[str], parts: dict[str, list], roots: dict[str, 
     out: dict = {"format": SPLIT_FORMAT, "class_names": class_names, "roots": {}}
     run_dir = _absolute(run_dir)
     for part in PARTS:
-        root = _absolute(roots[part])
+        files = [_absolute(p) for p, _ in parts[part]]
+        # A split made without its roots (by hand): the folder its images share.
+        root = _absolute(roots[part]) if roots.get(part) else Path(os.path.commonpath([f.parent for f in files] or [run_dir]))
         out["roots"][part] = {"absolute": str(root), "from_run_folder": os.path.relpath(root, run_dir)}
-        out[part] = [(os.path.relpath(_absolute(p), root), int(label)) for p, label in parts[part]]
+        out[part] = [(os.path.relpath(f, root), int(label)) for f, (_, label) in zip(files, parts[part])]
     out["skipped"] = [(str(_absolute(p)), why) for p, why in skipped]
     return out
 

@@ -20,6 +20,7 @@ import numpy as np
 from edge_core.errors import RequestError
 from edge_core.imageio import ALLOWED_FORMATS, decode_to_array
 from exporter.console import steps
+from exporter.run_images import part_items, split_json
 
 from .errors import TrainerError
 
@@ -60,8 +61,6 @@ class Split:
         return max(counts) / max(1, min(counts))
 
     def to_json(self, run_dir: Path) -> dict:
-        from exporter.run_images import split_json
-
         return split_json(self.class_names, {"train": self.train, "val": self.val}, self.roots, self.skipped, run_dir)
 
     def save(self, path: Path) -> None:
@@ -70,8 +69,6 @@ class Split:
     @classmethod
     def load(cls, path: Path, data: Path | None = None) -> "Split":
         """The run's split with each image's path found from here (see exporter.run_images.part_items)."""
-        from exporter.run_images import part_items
-
         path = Path(path)
         d = json.loads(path.read_text())
         train, val = (part_items(d, part, path.parent, data) or [] for part in ("train", "val"))
