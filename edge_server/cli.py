@@ -128,23 +128,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="edgeport.commands"), key=lambda e: e.name):
         ep.load()(sub)
+    for p in (parser, *sub.choices.values()):  # global flags, taken before or after the command (unless it has its own)
+        keep = {} if p is parser else {"default": argparse.SUPPRESS}
+        for flag, text in (("--verbose", "show TensorFlow's start-up lines and warnings"),
+                           ("--progress", "progress bars even when stderr is not a terminal")):
+            if flag not in p._option_string_actions:
+                p.add_argument(flag, action="store_true", help=text, **keep)
     order = {name: i for i, name in enumerate(COMMAND_ORDER)}
     sub._choices_actions.sort(key=lambda a: order.get(a.dest, len(order)))
     return parser
 
 
-def quiet_tensorflow() -> None:
-    """TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries our progress lines."""
+def quiet_tensorflow(verbose: bool = False, progress: bool = False) -> None:
+    """TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries our progress lines, unless --verbose.
+    Both switches go through the environment, to the packages that import TensorFlow (exporter.console)."""
     import os
     import warnings
 
+    if progress:
+        os.environ["EDGEPORT_PROGRESS"] = "1"
+    if verbose:
+        os.environ["EDGEPORT_VERBOSE"] = "1"
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated.*")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow()  # only sets defaults; imports nothing
+    quiet_tensorflow(args.verbose, args.progress)  # only sets the environment; imports nothing
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, help="labels file (one per line) for a bare .keras model")
     p.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training images)")
     p.add_argument("--images", type=Path, help="held-out images for verification (default: the run's validation split)")
+    p.add_argument("--data", type=Path, help="the run's data folder, where it has moved since training (default: found from split.json)")
     p.add_argument("--device", help="device profile for defaults: format, precision, threads")
     p.add_argument("--min-agreement", type=float, help="fail below this top-1 agreement with Keras (0-1)")
     p.add_argument("--threads", type=int, help="threads for verification latency (default: from device)")
@@ -59,7 +60,7 @@ def cmd_export(args) -> int:
 
     export(ExportConfig(
         source=args.source, format=args.format, precision=args.precision, labels=args.labels,
-        calibration=args.calibration, images=args.images, device=args.device, min_agreement=args.min_agreement,
+        calibration=args.calibration, images=args.images, data=args.data, device=args.device, min_agreement=args.min_agreement,
         out=args.out, threads=args.threads, calibration_size=args.calibration_size, io_dtype=args.io_dtype,
         preprocessing=from_args(args), image_size=args.image_size, unsafe_deserialization=args.unsafe_deserialization,
         max_pixels=args.max_pixels,
