@@ -68,9 +68,29 @@ def exposure_warning(settings: ServerSettings) -> str | None:
             "address can use the model. Add --api-key-file FILE, or bind 127.0.0.1 behind a reverse proxy.")
 
 
+def describe(svc: ModelService, settings: ServerSettings, seconds: float, processes: str = "") -> str:
+    """The start-up lines: what is served, how, where; then one line per warning (a bare file whose
+    preprocessing is a guess)."""
+    lines = [
+        f"edgeport: serving {svc.name!r} ({svc.bundle.format}/{svc.bundle.meta.get('precision')}, {svc.backend}, {processes}"
+        f"{svc.pool_size} instances x {svc.threads} threads"
+        f"{f' + 1 x {svc.solo_threads} for a request that arrives alone' if svc.solo_threads else ''}) on http://{settings.host}:{settings.port} "
+        f"- ready in {seconds:.2f} s",
+        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})",
+        f"edgeport: preprocessing {svc.preprocessing.describe()} "
+        f"({'in the model graph' if not svc.bundle.meta.get('bare') else PREPROCESSING_ORIGINS[svc.preprocessing.origin]})",
+    ]
+    return "\n".join(lines + [f"edgeport: warning: {warning}" for warning in svc.warnings])
+
+
 def serve(settings: ServerSettings) -> None:
     from .http_server import make_server
 
+    from .supervisor import check, supervise
+
+    check(settings)
+    if (settings.processes or 1) > 1:  # supervised workers (supervisor.py)
+        return supervise(settings)
     configure_logging()
     t0 = time.perf_counter()
     svc = load_service(settings)
@@ -79,18 +99,7 @@ def serve(settings: ServerSettings) -> None:
     # Enough HTTP threads that every pooled instance stays busy while two more requests decode or wait
     # on sockets; more only add GIL contention (2 cores, c=8: 4 threads 1.21x the peer's throughput, 6: 1.16x, 8: 1.13x).
     http_threads = settings.http_threads or svc.pool_size + 2
-    print(
-        f"edgeport: serving {svc.name!r} ({svc.bundle.format}/{svc.bundle.meta.get('precision')}, {svc.backend}, "
-        f"{svc.pool_size} instances x {svc.threads} threads"
-        f"{f' + 1 x {svc.solo_threads} for a request that arrives alone' if svc.solo_threads else ''}) on http://{settings.host}:{settings.port} "
-        f"- ready in {time.perf_counter() - t0:.2f} s\n"
-        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})\n"
-        f"edgeport: preprocessing {svc.preprocessing.describe()} "
-        f"({'in the model graph' if not svc.bundle.meta.get('bare') else PREPROCESSING_ORIGINS[svc.preprocessing.origin]})",
-        flush=True,
-    )
-    for warning in svc.warnings:  # one line each, after the start line: a bare file whose preprocessing is a guess
-        print(f"edgeport: warning: {warning}", flush=True)
+    print(describe(svc, settings, time.perf_counter() - t0), flush=True)
     # Drop our reference: serve() lives as long as the server, and a local here would keep
     # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
     del svc
