@@ -136,7 +136,9 @@ class Supervisor:
         self.generation = 0
         self.stopping = False
         self.signals: list[int] = []
-        self.later: list[tuple[float, int]] = []  # (when, slot index): a respawn after a failed start
+        # (when, slot index, the worker to replace or None): another try after a worker failed to start
+        self.later: list[tuple[float, int, Worker | None]] = []
+        self.start_error: str | None = None  # the first worker that failed while the service was starting
         self.sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -196,12 +198,14 @@ class Supervisor:
             if old is not None:
                 old.successor = None
                 self.drain(old)
-            if not self.stopping and msg.get("text") and self.announced:
-                log.info("worker %d (pid %d) ready%s", wk.index, wk.pid, f", replacing pid {old.pid}" if old else "")
+            if not self.stopping and self.announced:
+                log.info("worker %d (pid %d) ready in %.2f s%s", wk.index, wk.pid, time.monotonic() - wk.started,
+                         f", replacing pid {old.pid}" if old else "")
             wk.info = msg
             self.roll()
         elif event == "failed":
             wk.failed = msg.get("error") or "failed to start"
+            self.start_error = self.start_error or wk.failed
         elif event == "retire":
             log.info("worker %d (pid %d) retires: %s", wk.index, wk.pid, msg.get("reason"))
             if wk.successor is None and not wk.draining:
@@ -225,11 +229,18 @@ class Supervisor:
         if wk.draining or self.stopping:
             return
         how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
-        if wk.replaces is not None:  # a successor that never became ready: the worker it was to replace serves on
-            wk.replaces.successor = None
-            log.error("a new worker failed to start (%s), worker pid %d serves on: %s", how, wk.replaces.pid, wk.failed or how)
-            if wk.generation == self.generation and self.generation > wk.replaces.generation:
-                self.generation = max(x.generation for x in self.workers.values())  # the reload is abandoned
+        if not wk.ready:
+            self.start_error = self.start_error or wk.failed or f"a worker exited while starting ({how})"
+        old = wk.replaces
+        if old is not None:  # a successor that never became ready: the worker it was to replace serves on
+            old.successor = None
+            log.error("a new worker failed to start, worker pid %d serves on: %s", old.pid, wk.failed or how)
+            if old.generation < self.generation:  # a reload: abandoned, every worker serves on as it is
+                log.error("reload abandoned: the workers keep serving %s", "their bundle")
+                for x in self.workers.values():
+                    x.generation = self.generation
+            else:  # a retirement: try again shortly
+                self.later.append((time.monotonic() + RESPAWN_BACKOFF_S, old.index, old))
             return
         if wk.successor is not None:  # its successor was already starting: that one takes the slot
             wk.successor.replaces = None
@@ -238,7 +249,7 @@ class Supervisor:
         if wk.ready:
             self.spawn(wk.index)
         else:  # it never became ready: do not fork in a tight loop
-            self.later.append((time.monotonic() + RESPAWN_BACKOFF_S, wk.index))
+            self.later.append((time.monotonic() + RESPAWN_BACKOFF_S, wk.index, None))
 
     def reload(self, bundle: Path | None = None) -> None:
         """Start rolling every worker onto the bundle (the current one on SIGHUP): one at a time."""
@@ -302,10 +313,15 @@ class Supervisor:
             else:
                 self.stopping = True
         now = time.monotonic()
-        for when, index in [x for x in self.later if x[0] <= now]:
-            self.later.remove((when, index))
-            if not self.stopping:
+        for entry in [x for x in self.later if x[0] <= now]:
+            self.later.remove(entry)
+            _, index, old = entry
+            if self.stopping:
+                continue
+            if old is None:
                 self.spawn(index)
+            elif old.pid in self.workers and not old.draining and old.successor is None:
+                self.spawn(index, replaces=old)
         for wk in list(self.workers.values()):
             if wk.kill_at is not None and now > wk.kill_at:
                 self._kill(wk)
@@ -337,9 +353,8 @@ class Supervisor:
         for index in range(self.processes):
             self.spawn(index)
         while not all(w.ready for w in self.workers.values()) or len(self.workers) < self.processes:
-            failed = [w for w in self.workers.values() if w.failed]
-            if failed or self.stopping or len(self.workers) < self.processes:
-                reason = failed[0].failed if failed else "interrupted" if self.stopping else "a worker exited while starting"
+            if self.start_error or self.stopping:
+                reason = self.start_error or "interrupted while starting"
                 self.stop()
                 raise EdgeError(reason)
             self.step(0.2)

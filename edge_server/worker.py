@@ -21,6 +21,7 @@ whole process group, and a worker that died of them would drop its requests.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import resource
@@ -247,6 +248,9 @@ def run(settings, sock, fd: int, index: int, processes: int) -> None:
     warnings.filterwarnings("ignore", message="Clearing labels has not been implemented")
     link = WorkerLink(fd)
     configure_logging()
+    # waitress warns whenever a task waits for a thread; a worker's queue is the shared socket's
+    # accept queue (share_only_when_free), and one waiting task is the normal case under load.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     try:
         svc = load_service(settings)

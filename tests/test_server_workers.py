@@ -1,0 +1,218 @@
+"""`serve --processes 2`: supervised workers share one socket; a killed or over-limit worker is replaced, workers
+retire after --max-requests, SIGHUP and /admin/reload roll through them without a failed request, metrics add up."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from conftest import http, start_server
+from server_helpers import assert_json_error, first_image
+
+KEY = "workers-test-key"
+AUTH = {"X-API-Key": KEY}
+
+
+def children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
+    return {int(x) for x in out.split()}
+
+
+def predict(url: str, data: bytes, timeout: float = 10):
+    req = urllib.request.Request(url + "/predict", data, {"Content-Type": "image/jpeg"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
+            return r.status, int(r.headers["X-Edgeport-Worker"])
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except OSError as e:
+        return type(e).__name__, None
+
+
+class Load:
+    """Clients sending predicts back to back until stopped; every answer kept as (status, worker pid)."""
+
+    def __init__(self, url: str, data: bytes, clients: int = 4):
+        self.url, self.data, self.results, self._stop = url, data, [], threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.results.append(predict(self.url, self.data))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self.threads:
+            t.join(15)
+
+    def failures(self):
+        return [r for r in self.results if r[0] != 200]
+
+
+@pytest.fixture(scope="module")
+def workers(int8_bundle, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("workers")
+    bundle = tmp / "bundle"
+    shutil.copytree(int8_bundle, bundle)
+    (tmp / "key").write_text(KEY)
+    srv = start_server(bundle, tmp, "--processes", "2", "--api-key-file", str(tmp / "key"), "--no-access-log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def image(heldout_dir) -> bytes:
+    return first_image(heldout_dir).read_bytes()
+
+
+def test_two_workers_answer_and_the_ready_line_names_them(workers, image):
+    pids = children(workers.proc.pid)
+    assert len(pids) == 2, pids
+    with Load(workers.url, image, clients=4) as load:
+        time.sleep(1.5)
+    assert not load.failures() and len(load.results) > 10
+    assert {pid for _, pid in load.results} == pids
+    text = workers.log.read_text()
+    assert re.search(r"2 processes x 1 instances x \d+ threads", text) and "supervisor pid" in text, text[:600]
+
+
+def test_a_killed_worker_loses_only_its_requests_and_is_replaced_within_a_second(workers, image):
+    before = children(workers.proc.pid)
+    victim = min(before)
+    with Load(workers.url, image) as load:
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        replacement = None
+        while time.monotonic() - killed < 5 and replacement is None:
+            seen = {pid for _, pid in load.results[-20:]} - before
+            replacement = seen.pop() if seen else None
+            time.sleep(0.02)
+        answered_after = time.monotonic() - killed
+        time.sleep(0.3)
+    assert replacement is not None and answered_after < 1.5, (answered_after, load.results[-10:])
+    assert len(load.failures()) <= 3, load.failures()  # at most what its HTTP threads held
+    assert children(workers.proc.pid) == (before - {victim}) | {replacement}
+
+
+def test_rolling_reload_by_sighup_and_admin_endpoint_fails_nothing(workers, image):
+    first = children(workers.proc.pid)
+    with Load(workers.url, image) as load:
+        time.sleep(0.3)
+        workers.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while children(workers.proc.pid) & first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = children(workers.proc.pid)
+        status, body, _ = http("POST", workers.url + "/admin/reload", None, AUTH)
+        assert status == 200 and body["reloaded"], body
+        while children(workers.proc.pid) & second and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    assert not load.failures(), Counter(r[0] for r in load.failures())
+    assert not (second & first) and not (children(workers.proc.pid) & second)
+    assert len(children(workers.proc.pid)) == 2
+
+
+def predict_count(url: str) -> float:
+    _, text, _ = http("GET", url + "/metrics", None, AUTH)
+    m = re.search(r'^edgeport_http_requests_total\{endpoint="/predict",method="POST",status="200"\} (\S+)$', text, re.M)
+    return float(m[1]) if m else 0.0
+
+
+def test_metrics_add_up_across_workers(workers, image):
+    before = predict_count(workers.url)
+    results = []
+    threads = [threading.Thread(target=lambda: results.extend(predict(workers.url, image) for _ in range(10))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r[0] for r in results] == [200] * 40
+    assert len({pid for _, pid in results}) == 2
+    for _ in range(3):  # any worker answers /metrics with the sum
+        assert predict_count(workers.url) - before == 40
+
+
+def test_workers_retire_after_max_requests(int8_bundle, image, tmp_path):
+    srv = start_server(int8_bundle, tmp_path, "--processes", "2", "--max-requests", "15", "--no-access-log")
+    try:
+        with Load(srv.url, image) as load:
+            deadline = time.monotonic() + 20
+            while len({pid for _, pid in load.results}) < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert not load.failures(), load.failures()
+        assert len({pid for _, pid in load.results}) >= 4  # both first workers retired, successors answered
+        assert "retires: served" in srv.log.read_text()
+    finally:
+        srv.stop()
+
+
+def test_a_request_over_the_worker_memory_limit_fails_alone(int8_bundle, image, tmp_path):
+    """The budget (2 GB) admits a 16 Mpx JPEG decoded exactly (~96 MB estimated); the worker's hard limit
+    (110 MB, about 50 MB over its start-up size) does not: that request is refused, the others are answered."""
+    from PIL import Image
+    import io
+
+    big = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (200, 30, 30)).save(big, "JPEG", quality=80)
+    srv = start_server(int8_bundle, tmp_path, "--processes", "2", "--worker-memory-mb", "110", "--memory-budget-mb", "2000",
+                       "--decode", "exact", "--no-access-log")
+    try:
+        with Load(srv.url, image, clients=2) as load:
+            status, body, headers = http("POST", srv.url + "/predict", big.getvalue(), {"Content-Type": "image/jpeg"})
+            time.sleep(1.5)
+        assert_json_error(status, body, headers, 413, "fits a worker's memory", "110 MiB")
+        assert not load.failures() and len(load.results) > 10, load.failures()
+        assert "retires: a request raised MemoryError" in srv.log.read_text()
+        assert http("POST", srv.url + "/predict", image, {"Content-Type": "image/jpeg"})[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_bad_process_counts_are_one_line(int8_bundle, tmp_path):
+    from conftest import edgeport_cmd
+
+    out = subprocess.run([*edgeport_cmd(), "serve", str(int8_bundle), "--processes", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "Expected --processes of 1 or more. Received: 0" in out.stderr, out.stderr
+
+
+def test_a_worker_whose_rss_stays_above_its_mark_asks_to_retire():
+    from edge_server.worker import RSS_STRIKES, Tally
+
+    class Link:
+        sent = []
+
+        def send(self, event, **fields):
+            self.sent.append((event, fields))
+
+    link = Link()
+    tally = Tally(link, max_requests=0, rss_mark=1)  # any process is above 1 byte
+    for _ in range(RSS_STRIKES - 1):
+        tally.started()
+        tally.finished()
+    assert link.sent == []
+    tally.started()
+    tally.started()
+    tally.finished()  # one still in flight: RSS is not judged
+    assert link.sent == []
+    tally.finished()
+    assert [e for e, _ in link.sent] == ["retire"] and "stayed above" in link.sent[0][1]["reason"]
+    tally.started()
+    tally.finished()
+    assert len(link.sent) == 1  # asked once
