@@ -120,8 +120,8 @@ class Worker:
     ready: bool = False
     draining: bool = False  # SIGTERMed by us: its exit is expected
     kill_at: float | None = None
-    replaces: "Worker | None" = None  # the worker it takes over from, once ready
-    successor: "Worker | None" = None  # the worker starting to take over from this one
+    replaces: Worker | None = None  # the worker it takes over from, once ready
+    successor: Worker | None = None  # the worker starting to take over from this one
     failed: str | None = None
     info: dict = field(default_factory=dict)  # its "ready" message
     buffer: bytes = b""
@@ -378,7 +378,7 @@ class Supervisor:
 
 
 def supervise(settings: ServerSettings) -> None:
-    from .serve import configure_logging, exposure_warning
+    from .startup import configure_logging, exposure_warning
 
     configure_logging()
     t0 = time.perf_counter()

@@ -63,7 +63,7 @@ def cap_memory(headroom: int) -> int | None:
     if not now:
         return None
     limit = now + max(headroom, 16 * MiB)
-    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     try:
@@ -233,7 +233,7 @@ def run(settings, sock, fd: int, index: int, processes: int) -> None:
 
     from .app import create_app
     from .http_server import make_server
-    from .serve import configure_logging, describe, load_service
+    from .startup import configure_logging, describe, load_service
 
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)

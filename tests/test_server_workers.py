@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
@@ -23,8 +22,10 @@ AUTH = {"X-API-Key": KEY}
 
 
 def children(pid: int) -> set[int]:
-    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
-    return {int(x) for x in out.split()}
+    """A process's live children (the supervisor's workers), from /proc."""
+    from pathlib import Path
+
+    return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
 
 
 def predict(url: str, data: bytes, timeout: float = 10):
@@ -131,7 +132,7 @@ def test_rolling_reload_by_sighup_and_admin_endpoint_fails_nothing(workers, imag
 
 def predict_count(url: str) -> float:
     _, text, _ = http("GET", url + "/metrics", None, AUTH)
-    m = re.search(r'^edgeport_http_requests_total\{endpoint="/predict",method="POST",status="200"\} (\S+)$', text, re.M)
+    m = re.search(r'^edgeport_http_requests_total\{endpoint="/predict",method="POST",status="200"\} (\S+)$', text, re.MULTILINE)
     return float(m[1]) if m else 0.0
 
 
@@ -166,8 +167,9 @@ def test_workers_retire_after_max_requests(int8_bundle, image, tmp_path):
 def test_a_request_over_the_worker_memory_limit_fails_alone(int8_bundle, image, tmp_path):
     """The budget (2 GB) admits a 16 Mpx JPEG decoded exactly (~96 MB estimated); the worker's hard limit
     (110 MB, about 50 MB over its start-up size) does not: that request is refused, the others are answered."""
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     big = io.BytesIO()
     Image.new("RGB", (4000, 4000), (200, 30, 30)).save(big, "JPEG", quality=80)
@@ -201,7 +203,8 @@ def test_a_worker_whose_rss_stays_above_its_mark_asks_to_retire():
     from edge_server.worker import RSS_STRIKES, Tally
 
     class Link:
-        sent = []
+        def __init__(self):
+            self.sent = []
 
         def send(self, event, **fields):
             self.sent.append((event, fields))
