@@ -84,10 +84,10 @@ def cores() -> int:
 
 def worker_settings(settings: ServerSettings, processes: int, supervisor_rss: int) -> ServerSettings:
     """Settings each worker runs with: one model instance and its share of the cores and of the memory,
-    unless the flags or the profile said otherwise."""
+    unless the flags or the profile said otherwise. The solo instance keeps its default (every core for a
+    request that arrives while its worker has no other): a lone request is as fast as in one process."""
     svc = settings.service
-    service = replace(svc, pool_size=svc.pool_size or 1, threads=svc.threads or max(1, cores() // processes),
-                      solo_threads=0 if svc.solo_threads is None else svc.solo_threads)
+    service = replace(svc, pool_size=svc.pool_size or 1, threads=svc.threads or max(1, cores() // processes))
     # The request budget (admission by estimate) and the hard limit (RLIMIT_DATA: the wall) are both the
     # worker's share of the memory limit unless --worker-memory-mb sets the wall apart.
     share = max(64 * MiB, ((settings.memory_limit or 0) - supervisor_rss) // processes)

@@ -31,6 +31,7 @@ import time
 import warnings
 
 from .budget import MiB, current_rss, give_back_memory
+from .http_server import GuardedChannel, GuardedParser
 
 # A recycled worker's request count varies by up to this fraction, so workers started together are not all
 # replaced at the same moment.
@@ -177,21 +178,49 @@ def memory_error_handler(tally: Tally, limit_text: str):
     return handle
 
 
+# A draining worker closes a keep-alive connection that has been idle this long. Sooner, and a client
+# sending its next request right after an answer would find the connection closing under it.
+DRAIN_IDLE_S = 1.0
+
+
+class DrainingParser(GuardedParser):
+    """Once the worker drains, every request it reads is answered with `Connection: close` (waitress
+    decides from the request's Connection header), so a keep-alive client reconnects to another worker
+    instead of finding its connection gone."""
+
+    draining = False  # set on the class: one worker, one server
+
+    def received(self, data):
+        n = super().received(data)
+        if DrainingParser.draining and self.headers_finished:
+            self.headers["CONNECTION"] = "close"
+        return n
+
+
+class DrainingChannel(GuardedChannel):
+    parser_class = DrainingParser
+
+
 def install_drain(server, settings) -> None:
     """SIGTERM: stop accepting, let the requests being handled finish, then leave the loop.
 
-    Checked at once and then on every maintenance pass of waitress's loop (once a second): idle keep-alive
-    connections are closed, busy ones close after their answer; past the request timeout (plus a few seconds
-    for the answer to be written) whatever is left is dropped."""
+    Checked at once and then on every maintenance pass of waitress's loop (once a second): requests are
+    answered with `Connection: close`, connections idle for DRAIN_IDLE_S are closed; past the request
+    timeout (plus a few seconds for the answer to be written) whatever is left is dropped."""
     listeners = [server]  # one socket: waitress returns the listening dispatcher itself
+    server.channel_class = DrainingChannel
     state = {"deadline": None}
 
     def drained() -> bool:
         busy = server.task_dispatcher.active_count + len(server.task_dispatcher.queue)
         channels = list(server.active_channels.values())
+        now = time.time()
         for ch in channels:
-            if not ch.requests and ch.request is None and not ch.total_outbufs_len:
-                ch.will_close = True  # an idle keep-alive connection: the loop's next pass closes it
+            for req in list(ch.requests):  # read before the drain began, not answered yet
+                req.headers["CONNECTION"] = "close"
+            idle = not ch.requests and ch.request is None and not ch.total_outbufs_len
+            if idle and now - ch.last_activity > DRAIN_IDLE_S:
+                ch.will_close = True  # the loop's next pass closes it
         return busy == 0 and not channels
 
     original = server.maintenance
@@ -204,6 +233,7 @@ def install_drain(server, settings) -> None:
 
     def on_term(signum, frame):
         if state["deadline"] is None:
+            DrainingParser.draining = True
             state["deadline"] = time.monotonic() + settings.request_timeout_s + 5
             for d in listeners:
                 d.accepting = False  # readable() turns False: this worker accepts nothing more
