@@ -95,6 +95,35 @@ def worker_settings(settings: ServerSettings, processes: int, supervisor_rss: in
                    memory_source=f"{settings.memory_source or '--memory-budget-mb'}, less the supervisor, shared by {processes} workers")
 
 
+def fold_metrics(pid: int, folder: str) -> None:
+    """Add a gone worker's counter and histogram files into one file per kind (`counter_retired.db`).
+
+    prometheus_client keeps one file per process and a scrape reads them all: without this, a server that
+    recycles a worker every --max-requests would read one more file per scrape for every retired worker.
+    The sum is built beside the archive and renamed over it, then the worker's file is removed; a scrape
+    in the microseconds between the two sees that worker's counts twice."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    if not folder:
+        return
+    for kind in ("counter", "histogram"):
+        src = Path(folder) / f"{kind}_{pid}.db"
+        if not src.is_file():
+            continue
+        archive = Path(folder) / f"{kind}_retired.db"
+        tmp = archive.with_suffix(".db.tmp")  # not *.db: scrapes ignore it while it is built
+        if archive.is_file():
+            shutil.copyfile(archive, tmp)
+        total = MmapedDict(str(tmp))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(src)):
+                total.write_value(key, total.read_value(key)[0] + value, timestamp)
+        finally:
+            total.close()
+        os.replace(tmp, archive)
+        src.unlink()
+
+
 def listen(settings: ServerSettings) -> socket.socket:
     """The socket every worker serves, bound and listening before any worker starts."""
     try:
@@ -225,7 +254,8 @@ class Supervisor:
             pass
         self._read(wk)  # its last messages (a "failed" sent just before it exited)
         os.close(wk.fd)
-        multiprocess.mark_process_dead(pid)  # its live gauges leave the sums; its counters stay in them
+        multiprocess.mark_process_dead(pid)  # its live gauges leave the sums
+        fold_metrics(pid, os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))  # its counters stay in them
         if wk.draining or self.stopping:
             return
         how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"

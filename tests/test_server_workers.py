@@ -155,6 +155,32 @@ def predict_count(url: str) -> float:
     return float(m[1]) if m else 0.0
 
 
+def test_retired_workers_counts_fold_into_one_file(tmp_path):
+    from prometheus_client import CollectorRegistry, Counter, values
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from edge_server.supervisor import fold_metrics
+
+    def worker_counts(pid: int, n: int) -> None:
+        values.ValueClass = values.MultiProcessValue(lambda: pid)
+        Counter("c", "a counter", ("k",), registry=CollectorRegistry()).labels("x").inc(n)
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    try:
+        for pid, n in ((101, 3), (102, 4), (103, 5)):
+            worker_counts(pid, n)
+        for pid in (101, 102):
+            fold_metrics(pid, str(tmp_path))
+        scrape = CollectorRegistry()
+        MultiProcessCollector(scrape, path=str(tmp_path))
+        total = {s.name: s.value for m in scrape.collect() for s in m.samples}
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        values.ValueClass = values.MutexValue
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["counter_103.db", "counter_retired.db"]
+    assert total["c_total"] == 12
+
+
 def test_metrics_add_up_across_workers(workers, image):
     before = predict_count(workers.url)
     results = []
