@@ -31,7 +31,7 @@ import time
 import warnings
 
 from .budget import MiB, current_rss, give_back_memory
-from .http_server import GuardedChannel, GuardedParser
+from .http_server import GuardedChannel, GuardedParser, make_server
 
 # A recycled worker's request count varies by up to this fraction, so workers started together are not all
 # replaced at the same moment.
@@ -207,7 +207,6 @@ def install_drain(server, settings) -> None:
     Checked at once and then on every maintenance pass of waitress's loop (once a second): requests are
     answered with `Connection: close`, connections idle for DRAIN_IDLE_S are closed; past the request
     timeout (plus a few seconds for the answer to be written) whatever is left is dropped."""
-    listeners = [server]  # one socket: waitress returns the listening dispatcher itself
     server.channel_class = DrainingChannel
     state = {"deadline": None}
 
@@ -235,9 +234,9 @@ def install_drain(server, settings) -> None:
         if state["deadline"] is None:
             DrainingParser.draining = True
             state["deadline"] = time.monotonic() + settings.request_timeout_s + 5
-            for d in listeners:
-                d.accepting = False  # readable() turns False: this worker accepts nothing more
-                d.next_channel_cleanup = 0  # run the drain check on the loop's next pass
+            # One socket: waitress returns the listening dispatcher itself.
+            server.accepting = False  # readable() turns False: this worker accepts nothing more
+            server.next_channel_cleanup = 0  # run the drain check on the loop's next pass
 
     signal.signal(signal.SIGTERM, on_term)
 
@@ -257,12 +256,9 @@ def share_only_when_free(server) -> None:
 
 def run(settings, sock, fd: int, index: int, processes: int) -> None:
     """The worker's life, in the forked child. Never returns to the caller's code: the caller os._exit()s."""
-    from dataclasses import replace
-
     from prometheus_client import values
 
     from .app import create_app
-    from .http_server import make_server
     from .startup import configure_logging, describe, load_service
 
     for sig in (signal.SIGINT, signal.SIGHUP):
@@ -296,7 +292,7 @@ def run(settings, sock, fd: int, index: int, processes: int) -> None:
     app.register_error_handler(MemoryError, memory_error_handler(tally, f"{wall // MiB} MiB"))
     _announce_reloads(st, link)
     http_threads = settings.http_threads or svc.pool_size + 2
-    server = make_server(counted(app, tally), replace(settings), http_threads, sockets=[sock])
+    server = make_server(counted(app, tally), settings, http_threads, sockets=[sock])
     install_drain(server, settings)
     share_only_when_free(server)
     text = describe(svc, settings, time.perf_counter() - t0, f"{processes} processes x ")
