@@ -91,7 +91,9 @@ def worker_settings(settings: ServerSettings, processes: int, supervisor_rss: in
     # The request budget (admission by estimate) and the hard limit (RLIMIT_DATA: the wall) are both the
     # worker's share of the memory limit unless --worker-memory-mb sets the wall apart.
     share = max(64 * MiB, ((settings.memory_limit or 0) - supervisor_rss) // processes)
+    # The connection limit is the server's, not each worker's: N workers must not hold N times the buffers.
     return replace(settings, service=service, memory_limit=share, worker_memory=settings.worker_memory or share,
+                   connection_limit=max(16, settings.connection_limit // processes),
                    memory_source=f"{settings.memory_source or '--memory-budget-mb'}, less the supervisor, shared by {processes} workers")
 
 

@@ -233,6 +233,20 @@ def test_a_request_over_the_worker_memory_limit_fails_alone(int8_bundle, image, 
         srv.stop()
 
 
+def test_workers_share_the_memory_and_the_connections(tmp_path, monkeypatch):
+    from edge_server import supervisor
+    from edge_server.settings import MiB, ServerSettings
+
+    monkeypatch.setattr(supervisor, "cores", lambda: 4)
+    w = supervisor.worker_settings(ServerSettings(bundle=tmp_path, processes=4, memory_limit=600 * MiB,
+                                                  memory_source="the raspberry-pi-4 profile's memory_max"), 4, 40 * MiB)
+    assert (w.memory_limit, w.worker_memory) == (140 * MiB, 140 * MiB)
+    assert w.connection_limit == 250 and (w.service.pool_size, w.service.threads) == (1, 1)
+    assert "shared by 4 workers" in w.memory_source
+    w = supervisor.worker_settings(ServerSettings(bundle=tmp_path, processes=2, memory_limit=600 * MiB, worker_memory=300 * MiB), 2, 0)
+    assert (w.memory_limit, w.worker_memory, w.service.threads) == (300 * MiB, 300 * MiB, 2)
+
+
 def test_bad_process_counts_are_refused_in_one_line(tmp_path):
     from edge_core.errors import EdgeError
     from edge_server.settings import ServerSettings
