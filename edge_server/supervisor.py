@@ -49,6 +49,7 @@ from pathlib import Path
 
 from edge_core.errors import EdgeError
 
+from . import cgroup
 from .budget import MiB, current_rss
 from .settings import ServerSettings
 
@@ -256,6 +257,7 @@ class Supervisor:
             pass
         self._read(wk)  # its last messages (a "failed" sent just before it exited)
         os.close(wk.fd)
+        cgroup.remove(cgroup.folder_of(pid))
         multiprocess.mark_process_dead(pid)  # its live gauges leave the sums
         fold_metrics(pid, os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))  # its counters stay in them
         if wk.draining or self.stopping:

@@ -30,6 +30,7 @@ import threading
 import time
 import warnings
 
+from . import cgroup
 from .budget import MiB, current_rss, give_back_memory
 from .http_server import GuardedChannel, GuardedParser, make_server
 
@@ -273,6 +274,9 @@ def run(settings, sock, fd: int, index: int, processes: int) -> None:
     # (this worker's series are its own and go with it).
     warnings.filterwarnings("ignore", message="Clearing labels has not been implemented")
     link = WorkerLink(fd)
+    # The backstop above RLIMIT_DATA (cgroup.py): a quarter more than the worker's memory, so that the
+    # data limit is met first and answers the request; the cgroup catches what that limit does not count.
+    group = cgroup.join_own(settings.worker_memory + settings.worker_memory // 4)
     configure_logging()
     # waitress warns whenever a task waits for a thread; a worker's queue is the shared socket's
     # accept queue (share_only_when_free), and one waiting task is the normal case under load.
@@ -299,7 +303,9 @@ def run(settings, sock, fd: int, index: int, processes: int) -> None:
     del svc  # as in serve(): a local would keep the first model alive after a reload
     limit = cap_memory(headroom)
     link.send("ready", index=index, text=text, budget=f"{st.budget.total >> 20} MiB ({st.budget.source})",
-              limit=f"{limit // MiB} MiB of data mappings (RLIMIT_DATA)" if limit else "none (RLIMIT_DATA unavailable)")
+              limit=(f"{limit // MiB} MiB of data mappings (RLIMIT_DATA)" if limit else "none (RLIMIT_DATA unavailable)")
+              + (f", {(settings.worker_memory + settings.worker_memory // 4) // MiB} MiB in a memory cgroup of its own" if group
+                 else ", no memory cgroup of its own (none writable here)"))
     server.run()
 
 

@@ -16,6 +16,7 @@ from http.client import HTTPConnection
 import pytest
 
 from conftest import http, start_server
+from edge_server import cgroup
 from server_helpers import assert_json_error, first_image
 
 KEY = "workers-test-key"
@@ -109,6 +110,16 @@ def test_two_workers_answer_and_the_ready_line_names_them(workers, image):
     assert re.search(r"2 processes x 1 instances x \d+ threads", text) and "supervisor pid" in text, text[:600]
 
 
+def test_each_worker_has_a_memory_cgroup_of_its_own_where_the_machine_allows(workers):
+    if "no memory cgroup of its own" in workers.log.read_text():
+        pytest.skip("no writable memory cgroup on this machine: workers run with RLIMIT_DATA alone")
+    for pid in children(workers.proc.pid):
+        folder = cgroup.folder_of(pid)
+        assert folder is not None and str(pid) in (folder / "cgroup.procs").read_text().split()
+        limit_file = "memory.limit_in_bytes" if (folder / "memory.limit_in_bytes").exists() else "memory.max"
+        assert int((folder / limit_file).read_text()) > 64 << 20
+
+
 def test_a_killed_worker_loses_only_its_requests_and_is_replaced_within_a_second(workers, image):
     before = children(workers.proc.pid)
     victim = min(before)
@@ -128,6 +139,8 @@ def test_a_killed_worker_loses_only_its_requests_and_is_replaced_within_a_second
     assert answered is not None, load.results[-10:]  # and it takes requests from the shared queue
     assert len(load.failures()) <= 3, load.failures()  # at most what its HTTP threads held
     assert children(workers.proc.pid) == (before - {victim}) | {replacement}
+    folder = cgroup.folder_of(victim)
+    assert folder is None or not folder.exists()  # the supervisor removed the dead worker's cgroup
 
 
 def test_rolling_reload_by_sighup_and_admin_endpoint_fails_nothing(workers, image):
