@@ -61,6 +61,7 @@ def cmd_serve(args) -> int:
     from dataclasses import replace
 
     from devices import load_profile
+    from devices.api_key import read_api_key
     from edge_core.errors import EdgeError
     from edge_core.options import values
 
@@ -75,13 +76,7 @@ def cmd_serve(args) -> int:
 
         settings = replace(settings, processes=default_processes(profile))
     if settings.api_key_file:
-        try:
-            api_key = settings.api_key_file.read_text().strip()
-        except OSError as e:
-            raise EdgeError(f"Expected a readable API key file. Received: {str(settings.api_key_file)!r} ({e.strerror})") from None
-        if not api_key:
-            raise EdgeError(f"Expected an API key in {settings.api_key_file}. Received: an empty file")
-        settings = replace(settings, api_key=api_key)
+        settings = replace(settings, api_key=read_api_key(settings.api_key_file))
     if settings.request_timeout_s <= 0:
         raise EdgeError(f"Expected --request-timeout of more than 0 seconds. Received: {settings.request_timeout_s}")
     memory_limit, memory_source = process_limit(settings.memory_limit, profile)

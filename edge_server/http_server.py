@@ -158,8 +158,8 @@ def connection_limit(wanted: int) -> int:
     return max(16, min(wanted, soft - 64)) if soft != resource.RLIM_INFINITY else wanted
 
 
-def make_server(app, settings: ServerSettings, threads: int, sockets: list[socket.socket] | None = None):
-    # `sockets`: listen on these, already bound (a supervised worker serves its supervisor's socket)
+def make_server(app, settings: ServerSettings, threads: int, sockets=None):
+    """`sockets`: already bound and listening (listen.bind); without them waitress binds host:port itself."""
     where = {"sockets": sockets} if sockets else {"host": settings.host, "port": settings.port}
     server = create_server(
         app, **where, threads=threads, ident="edgeport",

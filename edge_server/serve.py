@@ -34,7 +34,10 @@ def install_sighup(app) -> None:
 
 
 def serve(settings: ServerSettings) -> None:
+    from dataclasses import replace
+
     from .http_server import make_server
+    from .listen import bind
     from .supervisor import check, supervise
 
     check(settings)
@@ -42,6 +45,9 @@ def serve(settings: ServerSettings) -> None:
         return supervise(settings)
     configure_logging()
     t0 = time.perf_counter()
+    # The port first: taken, it is one error line before anything loads or says "ready".
+    sockets = bind(settings.host, settings.port)
+    settings = replace(settings, port=sockets[0].getsockname()[1])  # --port 0: the one picked
     svc = load_service(settings)
     app = create_app(svc, settings, load=lambda path: load_service(settings, path))
     install_sighup(app)
@@ -59,4 +65,4 @@ def serve(settings: ServerSettings) -> None:
         print(warning, file=sys.stderr, flush=True)
     # waitress refuses bodies over the limit from their Content-Length, before buffering a byte, and
     # answers JSON like the app (http_server.py): slow, idle and smuggling clients are guarded there.
-    make_server(app, settings, http_threads).run()
+    make_server(app, settings, http_threads, sockets).run()

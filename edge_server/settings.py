@@ -29,7 +29,7 @@ class ServerSettings:
     port: int = option(8080, type=int)
     device: str | None = option(None, "device profile for defaults (see devices/profiles)")
     api_key: str | None = None  # None: no key needed, and the admin endpoints are off
-    api_key_file: Path | None = option(None, "file holding the API key clients must send", type=Path)
+    api_key_file: Path | None = option(None, "file holding the API key clients must send (one word on one line)", type=Path)
     max_body_bytes: int = option(20 * MiB, "largest request body accepted", flag="--max-body-mb", type=megabytes)
     # Memory the server may use (bytes); None: the cgroup limit, the device profile's memory_max, or half
     # the RAM, whichever is tightest (budget.process_limit). Requests are admitted against it minus the

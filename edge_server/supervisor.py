@@ -59,8 +59,6 @@ log = logging.getLogger("edgeport.server")
 START_TIMEOUT_S = 120.0
 # After a replacement failed to start (a bundle that no longer loads), the next try waits this long.
 RESPAWN_BACKOFF_S = 1.0
-# Listen backlog of the shared socket (waitress's own default).
-BACKLOG = 1024
 
 
 def default_processes(profile: dict | None) -> int | None:
@@ -127,21 +125,6 @@ def fold_metrics(pid: int, folder: str) -> None:
         src.unlink()
 
 
-def listen(settings: ServerSettings) -> socket.socket:
-    """The socket every worker serves, bound and listening before any worker starts."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does: restart over TIME_WAIT
-        sock.bind(address)
-    except OSError as e:
-        raise EdgeError(f"Expected a free address to listen on. Received: {settings.host}:{settings.port} "
-                        f"({e.strerror or e})") from None
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
-    return sock
-
-
 @dataclass(eq=False)
 class Worker:
     pid: int
@@ -160,9 +143,9 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: ServerSettings, sock: socket.socket, processes: int):
+    def __init__(self, settings: ServerSettings, sockets: list[socket.socket], processes: int):
         self.settings = settings
-        self.sock = sock
+        self.sockets = sockets
         self.processes = processes
         self.workers: dict[int, Worker] = {}
         self.generation = 0
@@ -191,7 +174,7 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 for fd in [r, self._wake_r, self._wake_w, *(x.fd for x in self.workers.values())]:
                     os.close(fd)
-                worker_module.run(self.settings, self.sock, w, index, self.processes)
+                worker_module.run(self.settings, self.sockets, w, index, self.processes)
                 code = 0
             except BaseException:  # noqa: BLE001 - a worker's last words go to stderr, then it exits
                 traceback.print_exc()
@@ -408,19 +391,25 @@ class Supervisor:
         while self.workers:
             self.reap()
             self.step(0.1)
-        self.sock.close()
+        for sock in self.sockets:
+            sock.close()
 
 
 def supervise(settings: ServerSettings) -> None:
+    from .listen import bind
     from .startup import configure_logging, exposure_warning
 
     configure_logging()
     t0 = time.perf_counter()
     processes = settings.processes or 1
-    sock = listen(settings)
+    # The port first (listen.bind): taken, it is one error line before any worker starts.
+    sockets = bind(settings.host, settings.port)
+    for sock in sockets:
+        sock.set_inheritable(True)
+    settings = replace(settings, port=sockets[0].getsockname()[1])  # --port 0: the one picked
     metrics_dir = tempfile.mkdtemp(prefix="edgeport-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    sup = Supervisor(worker_settings(settings, processes, current_rss()), sock, processes)
+    sup = Supervisor(worker_settings(settings, processes, current_rss()), sockets, processes)
     try:
         sup.install_signals()
         infos = sup.start()

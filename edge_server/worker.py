@@ -30,6 +30,8 @@ import threading
 import time
 import warnings
 
+from waitress.server import BaseWSGIServer
+
 from . import cgroup
 from .budget import MiB, current_rss, give_back_memory
 from .http_server import GuardedChannel, GuardedParser, make_server
@@ -208,12 +210,13 @@ def install_drain(server, settings) -> None:
     Checked at once and then on every maintenance pass of waitress's loop (once a second): requests are
     answered with `Connection: close`, connections idle for DRAIN_IDLE_S are closed; past the request
     timeout (plus a few seconds for the answer to be written) whatever is left is dropped."""
-    server.channel_class = DrainingChannel
+    for d in listeners(server):
+        d.channel_class = DrainingChannel
     state = {"deadline": None}
 
     def drained() -> bool:
         busy = server.task_dispatcher.active_count + len(server.task_dispatcher.queue)
-        channels = list(server.active_channels.values())
+        channels = [ch for d in listeners(server) for ch in list(d.active_channels.values())]
         now = time.time()
         for ch in channels:
             for req in list(ch.requests):  # read before the drain began, not answered yet
@@ -223,21 +226,20 @@ def install_drain(server, settings) -> None:
                 ch.will_close = True  # the loop's next pass closes it
         return busy == 0 and not channels
 
-    original = server.maintenance
-
-    def maintenance(now):
-        original(now)
-        if state["deadline"] is not None and (drained() or time.monotonic() > state["deadline"]):
-            raise SystemExit(0)  # waitress's run() catches it and stops its threads
-    server.maintenance = maintenance
+    for d in listeners(server):
+        def maintenance(now, original=d.maintenance):
+            original(now)
+            if state["deadline"] is not None and (drained() or time.monotonic() > state["deadline"]):
+                raise SystemExit(0)  # waitress's run() catches it and stops its threads
+        d.maintenance = maintenance
 
     def on_term(signum, frame):
         if state["deadline"] is None:
             DrainingParser.draining = True
             state["deadline"] = time.monotonic() + settings.request_timeout_s + 5
-            # One socket: waitress returns the listening dispatcher itself.
-            server.accepting = False  # readable() turns False: this worker accepts nothing more
-            server.next_channel_cleanup = 0  # run the drain check on the loop's next pass
+            for d in listeners(server):
+                d.accepting = False  # readable() turns False: this worker accepts nothing more
+                d.next_channel_cleanup = 0  # run the drain check on the loop's next pass
 
     signal.signal(signal.SIGTERM, on_term)
 
@@ -248,14 +250,23 @@ def share_only_when_free(server) -> None:
     so without this a busy worker would keep taking connections while another sat idle."""
     dispatcher = server.task_dispatcher
     threads = len(dispatcher.threads) or 1
-    own = type(server).readable  # runs waitress's maintenance pass and its connection limit
+    def free_readable(d):
+        own = type(d).readable  # waitress's maintenance pass and its connection limit
 
-    def readable():
-        return own(server) and dispatcher.active_count + len(dispatcher.queue) < threads
-    server.readable = readable
+        def readable():
+            return own(d) and dispatcher.active_count + len(dispatcher.queue) < threads
+        return readable
+
+    for d in listeners(server):
+        d.readable = free_readable(d)
 
 
-def run(settings, sock, fd: int, index: int, processes: int) -> None:
+def listeners(server) -> list:
+    """The listening dispatchers: the server itself for one socket, else those in its map (one per address)."""
+    return [d for d in getattr(server, "map", {}).values() if isinstance(d, BaseWSGIServer)] or [server]
+
+
+def run(settings, sockets: list, fd: int, index: int, processes: int) -> None:
     """The worker's life, in the forked child. Never returns to the caller's code: the caller os._exit()s."""
     from prometheus_client import values
 
@@ -296,7 +307,7 @@ def run(settings, sock, fd: int, index: int, processes: int) -> None:
     app.register_error_handler(MemoryError, memory_error_handler(tally, f"{wall // MiB} MiB"))
     _announce_reloads(st, link)
     http_threads = settings.http_threads or svc.pool_size + 2
-    server = make_server(counted(app, tally), settings, http_threads, sockets=[sock])
+    server = make_server(counted(app, tally), settings, http_threads, sockets)
     install_drain(server, settings)
     share_only_when_free(server)
     text = describe(svc, settings, time.perf_counter() - t0, f"{processes} processes x ")
