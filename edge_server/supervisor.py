@@ -18,11 +18,12 @@ waitress as a single process, and capping its own memory. The supervisor:
   one folder, so /metrics from any of them sums all of them.
 
 Why not gunicorn's arbiter: its workers speak HTTP through gunicorn's own
-parsers (sync: one connection per worker, open to slow clients; gthread: no
-header deadline), so every guard of http_server.py (header and body deadlines,
+parser, not waitress (its sync worker holds one connection at a time, and
+gunicorn's docs ask for a buffering proxy in front of it against slow
+clients), so every guard of http_server.py (header and body deadlines,
 withheld 100-continue, Content-Length with Transfer-Encoding refused, JSON
-errors, lingering close) would have to be written again for it; and the
-arbiter is ~700 lines, most of them for what this needs in ~250. Why one
+errors, lingering close) would have to be written again for it; what this
+needs of an arbiter is fork, reap, replace, roll and drain. Why one
 shared socket and not SO_REUSEPORT: the kernel hashes each connection to one
 of the reuseport sockets when it arrives, so the connections queued on a
 worker that dies are reset with it, and a busy worker's queue cannot be
