@@ -254,7 +254,7 @@ class Supervisor:
             old.successor = None
             log.error("a new worker failed to start, worker pid %d serves on: %s", old.pid, wk.failed or how)
             if old.generation < self.generation:  # a reload: abandoned, every worker serves on as it is
-                log.error("reload abandoned: the workers keep serving %s", "their bundle")
+                log.error("reload abandoned: every worker keeps the bundle it serves")
                 for x in self.workers.values():
                     x.generation = self.generation
             else:  # a retirement: try again shortly
