@@ -57,7 +57,8 @@ class ServerSettings:
     max_requests: int = option(10_000, "replace a worker after this many requests (0: never; with --processes 2 or more)", type=int)
     # A worker's memory: its request budget and its hard limit (RLIMIT_DATA) come from it. None: the memory
     # limit, less the supervisor, shared equally between the workers.
-    worker_memory: int | None = option(None, "memory per worker (default: the memory limit shared between the workers)",
+    worker_memory: int | None = option(None, "a worker's hard memory limit, enforced by RLIMIT_DATA and, where one can be made, "
+                                             "a memory cgroup of its own (default: the memory limit shared between the workers)",
                                        flag="--worker-memory-mb", type=megabytes)
     # RSS above which an idle worker is replaced; None: its start-up RSS plus half its request budget.
     recycle_rss: int | None = option(None, "replace a worker whose RSS stays above this with nothing in flight "
