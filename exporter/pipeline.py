@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_core.atomic import process_alive
 from edge_core.bundle import write_bundle
+from edge_core.imageio import DEFAULT_MAX_PIXELS
 
 from . import calibration as calib
 from .bias_correction import corrected_bias, feature_shift, linear_head
@@ -48,6 +49,7 @@ class ExportConfig:
     preprocessing: object | None = None
     image_size: int | None = None  # for a model built for any input size (None, None, 3)
     unsafe_deserialization: bool = False  # let Keras run a trusted file's Lambda code (safe_mode=False)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # calibration and verification images, as the server counts them
 
 
 @dataclass
@@ -204,9 +206,9 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     x_cal = None
     if calib_items:
         log(f"calibration: decoding {min(len(calib_items), cfg.calibration_size)} images")
-        x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log)
+        x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log, cfg.max_pixels)
     verify_items = calib.spread(verify_items, cfg.verify_size, cfg.seed)
-    x_ver, y_ver = calib.load_images(verify_items, size, log)
+    x_ver, y_ver = calib.load_images(verify_items, size, log, cfg.max_pixels)
 
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
