@@ -89,6 +89,10 @@ def cmd_serve(args) -> int:
 
     profile = load_profile(args.device) if args.device else None
     settings = ServerSettings(**values(ServerSettings, args), service=_service_options(args, profile))
+    if settings.processes is None:
+        from .supervisor import default_processes
+
+        settings = replace(settings, processes=default_processes(profile))
     if settings.api_key_file:
         settings = replace(settings, api_key=read_api_key(settings.api_key_file))
     if settings.request_timeout_s <= 0:
