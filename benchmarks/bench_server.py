@@ -12,6 +12,8 @@ images; cached in --workdir) and one 640x480 JPEG.
   (c) `edgeport serve` with its defaults (--decode auto: JPEGs decoded at reduced scale, which
       tests/test_decode_modes.py holds to >= 99% top-1 agreement with exact decoding on the demo model)
   (d) `edgeport serve --decode exact` (the trainer's pixels, full decoding)
+  (f) `edgeport serve --processes N` (--processes, default 2; 0 skips it): supervised workers, compared
+      with (c) in the same run; its CPU and RSS are the supervisor's plus its workers'
 
 HTTP over 127.0.0.1 with persistent connections at concurrency 1 and 8; each
 phase is bounded by a request count and a time limit. Prints p50/p99
@@ -258,14 +260,26 @@ def stage_budget(model_path: Path, jpeg: bytes, n: int = 200) -> dict:
             "invoke_1_thread": median_ms(invoke)}
 
 
+def children(pid: int) -> list[int]:
+    """A process's live children (a supervisor's workers)."""
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
 def rss_mb(pid: int) -> float:
-    return memory_kb(pid, "VmRSS").get("VmRSS", float("nan")) / 1024
+    """Resident memory of a process and its live children."""
+    return sum(memory_kb(p, "VmRSS").get("VmRSS", 0) for p in [pid, *children(pid)]) / 1024 or float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its live children (Linux /proc)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def row(name: str, r: dict) -> str:
@@ -301,6 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--requests-c8", type=int, default=500)
     ap.add_argument("--phase-seconds", type=float, default=15.0, help="time limit of each load phase")
     ap.add_argument("--rounds", type=int, default=3, help="alternate the servers this many times; each keeps its best round")
+    ap.add_argument("--processes", type=int, default=2, help="also run `edgeport serve --processes N` (0: skip)")
     ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -336,6 +351,9 @@ def main(argv=None) -> int:
                               args.workdir / "edgeport.log"))
         targets.append(Target("edgeport --decode exact", [*edge_cmd, "--decode", "exact", "--port"], "/v2/health/ready",
                               "/predict?top_k=1", env, args.workdir / "edgeport-exact.log"))
+        if args.processes:
+            targets.append(Target("edgeport --processes", [*edge_cmd, "--processes", str(args.processes), "--port"],
+                                  "/v2/health/ready", "/predict?top_k=1", env, args.workdir / "edgeport-processes.log"))
         targets.insert(0, Target("peer", [sys.executable, str(peer_script), str(model_path)], "/ready", "/predict", env,
                                  args.workdir / "peer.log"))
         targets.append(Target("waitress alone", [sys.executable, str(bare_script)], "/ready", "/predict", env,
@@ -372,8 +390,10 @@ def main(argv=None) -> int:
     for c in (1, 8):
         for label, name in (("(b) naive peer", "peer"), ("(c) edgeport serve", "edgeport"),
                             ("(d) edgeport serve --decode exact", "edgeport --decode exact"),
-                            ("(e) waitress alone, no model", "waitress alone")):
-            print(row(f"{label}, c={c}", results[(name, c)]))
+                            ("(e) waitress alone, no model", "waitress alone"),
+                            (f"(f) edgeport serve --processes {args.processes}", "edgeport --processes")):
+            if (name, c) in results:
+                print(row(f"{label}, c={c}", results[(name, c)]))
     errors = sum(r["errors"] for r in results.values())
     figures = {"errors": errors, "edgeport_rss_mb": rss["edgeport"], "edgeport_requests": sent["edgeport"],
                "peer_rss_mb": rss["peer"], "edgeport_start_to_ready_s": ready_s,
@@ -415,6 +435,14 @@ def main(argv=None) -> int:
           f"work two at a time ({edge_a2['cpu_ms']:.2f} ms): {figures['throughput_c8_waitress_ceiling']:.2f}x")
     print(f"  errors: {errors}   (goal 0)")
     print(f"  edgeport RSS after {sent['edgeport']} requests: {rss['edgeport']:.0f} MB (goal <= 120 MB; the peer: {rss['peer']:.0f} MB)")
+    if args.processes:
+        single, multi = results[("edgeport", 8)], results[("edgeport --processes", 8)]
+        figures["processes_vs_one_throughput_c8"] = multi["rps"] / single["rps"]
+        figures["processes_vs_one_p50_c1"] = results[("edgeport --processes", 1)]["p50_ms"] / results[("edgeport", 1)]["p50_ms"]
+        figures["processes_rss_mb"] = rss["edgeport --processes"]
+        print(f"  --processes {args.processes} / one process: throughput at c=8 {figures['processes_vs_one_throughput_c8']:.2f}x, "
+              f"p50 at c=1 {figures['processes_vs_one_p50_c1']:.2f}x, CPU per request at c=8 {multi['cpu_ms'] / single['cpu_ms']:.2f}x; "
+              f"RSS {rss['edgeport --processes']:.0f} MB in all (supervisor and workers) against {rss['edgeport']:.0f} MB")
     print(f"  edgeport start to ready: {ready_s:.2f} s (process start, load, verify, warm-up, first health answer)")
     print(f"  edgeport's default decoding for this bundle: {decode['mode']} ({decode['why']})")
     figures["edgeport_decode"] = decode

@@ -9,7 +9,8 @@ The folder holds everything the device needs and nothing it does not:
     deploy.env         the settings install.sh reads
     install.sh         venv, pip install, unit, enable + start, readiness check
     README.md          the commands to run on the device
-    deploy.json        what was deployed: device, bundle, versions, every file's sha256
+    api-key            with --api-key-file: the key, mode 0600 here and, owned by the service user, on the device
+    deploy.json        what was deployed: device, bundle, versions, every file's sha256 (not the key's)
 
 It is assembled under a temporary name and renamed into place, so a failure
 never leaves a folder that looks like a deploy. `--target user@host` copies it
@@ -35,12 +36,14 @@ from importlib import metadata
 from pathlib import Path
 
 from . import DeviceError, load_profile, tomllib
+from .api_key import is_loopback, read_api_key
 
 HERE = Path(__file__).parent
 PINS_PATH = HERE / "install" / "pins.toml"
 INSTALL_SH = HERE / "install" / "install.sh"
 UNIT_TEMPLATE = HERE / "edgeport.service"
 UNIT_NAME = "edgeport.service"
+KEY_NAME = "api-key"  # in the deploy folder and in the install prefix
 SERVICE_USER = "edgeport"
 DEFAULT_PREFIX = "/opt/edgeport"
 # The device wheel declares this; edge_core, edge_server and devices run on 3.10 (JetPack 6's Python).
@@ -72,6 +75,8 @@ class DeployOptions:
     prefix: str = DEFAULT_PREFIX
     workers: int | None = None  # default: the profile's
     threads: int | None = None
+    api_key_file: Path | None = None  # copied into the folder; the service requires it from clients
+    insecure_public: bool = False  # beyond loopback without a key: only when said so
 
 
 @dataclass
@@ -228,6 +233,7 @@ def service_settings(profile: dict, opts: DeployOptions, bundle_name: str) -> di
         "memory_max": service["memory_max"],
         "private_devices": "yes" if service.get("private_devices", True) else "no",
         "ready_timeout_s": service.get("ready_timeout_s", 120),
+        "api_key_args": f" --api-key-file {opts.prefix}/{KEY_NAME}" if opts.api_key_file else "",
     }
 
 
@@ -251,6 +257,9 @@ def render_env(profile: dict, settings: dict, fmt: str) -> str:
         "UNIT_NAME": settings["unit_name"],
         "READY_TIMEOUT_S": settings["ready_timeout_s"],
         "RUNTIME_CHECK": check,
+        # install.sh refuses a HOST beyond loopback without a key unless INSECURE_PUBLIC is yes
+        "API_KEY_FILE": KEY_NAME if settings["api_key_args"] else "",
+        "INSECURE_PUBLIC": "yes" if settings.get("insecure_public") else "no",
     }
     lines = ["# Settings for install.sh, written by `edgeport deploy`. Sourced by bash."]
     lines += [f"{k}={shlex.quote(str(v))}" for k, v in values.items()]
@@ -260,6 +269,7 @@ def render_env(profile: dict, settings: dict, fmt: str) -> str:
 def render_readme(profile: dict, settings: dict, bundle_meta: dict, out_name: str) -> str:
     s = settings
     url = f"http://127.0.0.1:{s['port']}"
+    key = f' -H "X-API-Key: $(sudo cat {s["prefix"]}/{KEY_NAME})"' if s["api_key_args"] else ""
     return f"""# edgeport deploy: {s['bundle_name']} on {s['device']}
 
 {profile.get('description', '')}
@@ -275,12 +285,12 @@ MemoryMax={s['memory_max']}, listening on {s['host']}:{s['port']}.
 sudo apt install {' '.join(profile['install'].get('apt', ['python3-venv']))}      # if python3 -m venv is missing
 sudo bash {out_name}/install.sh         # venv in {s['prefix']}/venv, pinned packages, service enabled and started
 curl -s {url}/v2/health/ready
-curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' '{url}/predict?top_k=3'
+curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg'{key} '{url}/predict?top_k=3'
 journalctl -u {s['unit_name']} -f      # logs
 ```
 
 Without systemd (a container, a chroot): `sudo EDGEPORT_SYSTEMD=no bash install.sh`, then
-`{s['prefix']}/venv/bin/edgeport serve {s['prefix']}/bundle --device {s['device']} --port {s['port']}`.
+`{s['prefix']}/venv/bin/edgeport serve {s['prefix']}/bundle --device {s['device']} --port {s['port']}{s['api_key_args']}`.
 
 `requirements.txt` pins the edge runtime and the server packages (never TensorFlow);
 `wheels/` holds edgeport's device code. Re-running install.sh upgrades in place.
@@ -314,12 +324,23 @@ def _check_options(opts: DeployOptions) -> None:
             raise DeviceError(f"Expected --{name} >= 1. Received: {value}")
     if not opts.prefix.startswith("/"):
         raise DeviceError(f"Expected an absolute install prefix. Received: {opts.prefix!r}")
+    if not (is_loopback(opts.host) or opts.api_key_file or opts.insecure_public):
+        raise DeviceError(f"Expected --api-key-file with --host {opts.host} (reachable beyond this device). Received: no key; "
+                          "add --api-key-file FILE, or --insecure-public to serve anyone who can reach it")
 
 
 def _check_out(out: Path) -> None:
     """Only a new folder or an earlier deploy folder may be (re)placed."""
     if out.exists() and not (out / "deploy.json").is_file():
         raise DeviceError(f"Expected --out to be a new folder or an earlier deploy folder. Received: {str(out)!r} (exists, not a deploy folder)")
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Created 0600 (never readable by others, not even for a moment); rsync -a and scp -p keep the mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # whatever the umask
 
 
 def deploy(opts: DeployOptions, log=print) -> DeployResult:
@@ -330,6 +351,7 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
     if profile.get("install", {}).get("unsupported"):
         raise DeviceError(f"Expected a device edgeport can install on. Received: device={opts.device!r}: {profile['install']['unsupported']}")
     _check_options(opts)
+    api_key = read_api_key(Path(opts.api_key_file)) if opts.api_key_file else None
     bundle = _load_verified_bundle(Path(opts.bundle))
     requirements = requirements_for(profile, bundle.format)
     out = Path(opts.out)
@@ -337,6 +359,7 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
     _check_out(out)
 
     settings = service_settings(profile, opts, bundle.name)
+    settings["insecure_public"] = bool(opts.insecure_public and not api_key and not is_loopback(opts.host))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
@@ -351,12 +374,16 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
         shutil.copyfile(INSTALL_SH, tmp / "install.sh")
         os.chmod(tmp / "install.sh", 0o755)
         (tmp / "README.md").write_text(render_readme(profile, settings, bundle.meta, out.name))
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        if api_key:
+            write_secret(tmp / KEY_NAME, api_key + "\n")
+        # The key's sha256 is left out: a digest of a short key can be searched for it.
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != KEY_NAME}
         manifest = {
             "device": profile["name"],
             "bundle": {"name": bundle.name, "version": bundle.version, "format": bundle.format, "sha256": bundle.meta["sha256"]},
             "edgeport_version": _version(),
             "service": settings,
+            "api_key": KEY_NAME if api_key else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": files,
         }
@@ -368,7 +395,8 @@ def deploy(opts: DeployOptions, log=print) -> DeployResult:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"deploy: {out} for {profile['name']}: bundle {bundle.name} ({bundle.format}), "
-        f"{settings['workers']} workers x {settings['threads']} threads, MemoryMax={settings['memory_max']}")
+        f"{settings['workers']} workers x {settings['threads']} threads, MemoryMax={settings['memory_max']}, "
+        f"{settings['host']}:{settings['port']} {'with an API key' if api_key else 'without an API key'}")
     return DeployResult(out, profile["name"], bundle.name, files)
 
 
@@ -394,7 +422,7 @@ def remote_commands(out: Path, target: str, have_rsync: bool, ssh_options: tuple
         # scp -r copies the folder itself into the parent; remove an old copy first so
         # files deleted from the deploy do not linger.
         mkdir = [*ssh, target, f"rm -rf {shlex.quote(remote_dir)} && mkdir -p edgeport-deploy"]
-        copy = ["scp", *ssh_options, "-r", "-q", str(out), f"{target}:edgeport-deploy/"]
+        copy = ["scp", *ssh_options, "-r", "-p", "-q", str(out), f"{target}:edgeport-deploy/"]  # -p: the key stays 0600
     install = [*ssh, "-t", target, f"sudo bash {shlex.quote(remote_dir + '/install.sh')}"]
     return [mkdir, copy, install]
 

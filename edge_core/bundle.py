@@ -109,33 +109,37 @@ def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_h
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{meta_path} is not valid JSON ({e})") from None
+        raise BundleError(f"Expected {BUNDLE_JSON} as JSON. Received: {meta_path} is not valid JSON ({e})") from None
     except RecursionError:
-        raise BundleError(f"{meta_path} is not a bundle description: JSON nested too deeply") from None
+        raise BundleError(f"Expected {BUNDLE_JSON} as a bundle description. Received: {meta_path}, JSON nested too deeply") from None
     except ValueError as e:  # e.g. a number past Python's 4,300-digit limit
-        raise BundleError(f"{meta_path} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+        raise BundleError(f"Expected {BUNDLE_JSON} as JSON. Received: {meta_path} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
     except OSError as e:
-        raise BundleError(f"Cannot read {meta_path} ({e.strerror})") from None
+        raise BundleError(f"Expected a readable {BUNDLE_JSON}. Received: {meta_path} ({e.strerror})") from None
     if not isinstance(meta, dict):
         raise BundleError(f"Expected {BUNDLE_JSON} to hold a JSON object. Received: a JSON {type(meta).__name__} in {meta_path}")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(f"Expected bundle schema_version {SCHEMA_VERSION}. Received: {meta.get('schema_version')!r} in {meta_path}")
     missing = [k for k in ("name", "format", "model_file", "sha256", "labels", "input", "output") if k not in meta]
     if missing:
-        raise BundleError(f"{meta_path} lacks required fields {missing}")
+        raise BundleError(f"Expected {BUNDLE_JSON} with the fields {missing}. Received: {meta_path} without them")
     check_meta_types(meta, meta_path)
     model_file = meta["model_file"]
     if Path(model_file).name != model_file or model_file != MODEL_FILES.get(meta["format"]):
         raise BundleError(f"Expected model_file {MODEL_FILES.get(meta['format'])!r} for format {meta['format']!r}. Received: {model_file!r}")
     model_path = path / model_file
     if not model_path.is_file():
-        raise BundleError(f"The bundle's model file is missing: {model_path}")
+        what = "a folder" if model_path.is_dir() else "the bundle's model file is missing"
+        raise BundleError(f"Expected the model file {model_file} in the bundle. Received: {model_path} ({what})")
     if check_hash:
-        actual = sha256_file(model_path)
+        try:
+            actual = sha256_file(model_path)
+        except OSError as e:
+            raise BundleError(f"Expected a readable model file. Received: {model_path} ({e.strerror})") from None
         if actual != meta["sha256"]:
             raise BundleError(
-                f"{model_path} does not match bundle.json: expected sha256 {meta['sha256'][:16]}..., "
-                f"received {actual[:16]}... (the file was changed or damaged)"
+                f"Expected {model_file} with the sha256 in {BUNDLE_JSON} ({meta['sha256'][:16]}...). Received: "
+                f"sha256 {actual[:16]}..., the file does not match bundle.json (changed or damaged): {model_path}"
             )
     return Bundle(path, model_path, meta)
 

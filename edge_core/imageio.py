@@ -6,6 +6,11 @@ bytes: the format is checked against an allow-list, the pixel count is
 checked from the header before any pixel is decoded (decompression bombs), a
 progressive JPEG's scans are counted before decoding (CPU bombs), decoding
 stops at a deadline, and a truncated file is an error, not a half-grey image.
+
+The pixel limit is on the pixels decoded: a JPEG larger than the model needs is
+decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg), so a camera photo
+is held at a fraction of its header's size; other formats decode in full and are
+held to the limit at their header's size.
 """
 
 from __future__ import annotations
@@ -38,6 +43,23 @@ MAX_JPEG_SCANS = 100
 # Pillow's 64 KB: a slow decode is stopped sooner, at ~200 more Python calls for a 3 MB photo.
 DECODE_CHUNK = 16 * 1024
 
+# The leading bytes of each format, (offset, bytes) pairs that must all match: how a body is known to be
+# an image whatever Content-Type its client set (HTTPie labels stdin application/json). GIF is there
+# so that a GIF is refused by name (415 "Received: GIF") rather than as an unexpected Content-Type.
+MAGIC = {
+    "JPEG": ((0, b"\xff\xd8\xff"),),
+    "PNG": ((0, b"\x89PNG\r\n\x1a\n"),),
+    "WEBP": ((0, b"RIFF"), (8, b"WEBP")),
+    "BMP": ((0, b"BM"),),
+    "GIF": ((0, b"GIF8"),),
+}
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image format these bytes start like, or None: a cheap look at the first 12 bytes, no decoding."""
+    return next((fmt for fmt, marks in MAGIC.items() if all(data[o:o + len(m)] == m for o, m in marks)), None)
+
+
 class _Source(io.BytesIO):
     """The image bytes, read by Pillow chunk by chunk while decoding: past the deadline, the next read stops it."""
 
@@ -50,9 +72,11 @@ class _Source(io.BytesIO):
 
 
 def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats=ALLOWED_FORMATS,
-               deadline: float | None = None) -> Image.Image:
+               deadline: float | None = None, size: int | None = None) -> Image.Image:
     """Read the header only: format, size and mode are known, no pixel is decoded yet (Pillow opens lazily).
 
+    `size` (the model's input side), if given, lets a JPEG over `max_pixels` through when a reduced-scale
+    decode that is still at least that size is within it (`limit_scale`); without it the header's size counts.
     `deadline` (time.monotonic()) stops a decode that runs past it (DeadlineExceeded).
     """
     if not data:
@@ -76,8 +100,10 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
     if img.format not in formats:
         raise UnsupportedImage(f"Expected a JPEG, PNG, WebP or BMP image. Received: {img.format}")
     w, h = img.size
+    img.edgeport_min_scale = 1
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageTooLarge(f"Expected an image of at most {max_pixels:,} pixels. Received: {w}x{h} = {w * h:,} pixels")
+        img.edgeport_min_scale = limit_scale(img, size, max_pixels)
+    img.edgeport_coefficients = coefficient_buffer(img, data) if img.format in JPEG_FORMATS else 0
     if img.format in JPEG_FORMATS and (img.info.get("progressive") or img.info.get("progression")):
         # Only progressive JPEGs: libjpeg refuses a baseline one with repeated scans at once (60 ms for
         # 200 copies), and counting costs ~2.7 ms per MB (29 ms for a 10.7 MB file that decodes in 421 ms).
@@ -110,6 +136,53 @@ def count_scans(data: bytes, limit: int) -> int:
         n += 1
         pos += 2
     return n
+
+
+def scaled_size(img: Image.Image, scale: int) -> tuple[int, int]:
+    """The image's size once decoded at 1/scale (libjpeg rounds each side up)."""
+    return -(-img.size[0] // scale), -(-img.size[1] // scale)
+
+
+def limit_scale(img: Image.Image, size: int | None, max_pixels: int) -> int:
+    """The smallest DCT scale that brings an image over the pixel limit within it while still at least the
+    model's `size`; ImageTooLarge when there is none (not a JPEG, no size known, or too large even at 1/8)."""
+    w, h = img.size
+    most = reduced_scale(img, size) if size else 1
+    for s in (2, 4, 8):
+        if s <= most and scaled_size(img, s)[0] * scaled_size(img, s)[1] <= max_pixels:
+            return s
+    if most > 1:
+        sw, sh = scaled_size(img, most)
+        raise ImageTooLarge(f"Expected an image of at most {max_pixels:,} pixels once decoded (a JPEG at up to 1/{most} scale "
+                            f"for this model's {size} px input). Received: {w}x{h} = {w * h:,} pixels, "
+                            f"{sw * sh:,} at 1/{most}")
+    raise ImageTooLarge(f"Expected an image of at most {max_pixels:,} pixels. Received: {w}x{h} = {w * h:,} pixels")
+
+
+def coefficient_buffer(img: Image.Image, data: bytes) -> int:
+    """Bytes libjpeg holds for the whole image's DCT coefficients, at full size whatever the decode scale,
+    when the JPEG has more than one scan (progressive, or components in separate scans): 2 bytes for each
+    of the 64 coefficients of every 8x8 block of every component. 0 for a single-scan JPEG, which is
+    decoded a row of blocks at a time. Measured peak RSS growth decoding a 4:2:0 progressive JPEG at 1/8
+    (this figure plus the reduced frame in brackets): 24 Mpx 73.5 MiB (70.1), 48 Mpx 143.7 (140.2),
+    100 Mpx 295.4 (292.2)."""
+    progressive = img.info.get("progressive") or img.info.get("progression")
+    layers = getattr(img, "layer", None) or []
+    if not progressive:
+        sos = data.find(b"\xff\xda")  # the first scan's header: length (2 bytes), then its component count
+        if sos < 0 or sos + 4 >= len(data) or data[sos + 4] >= len(layers):
+            return 0
+    if not layers:
+        return 0
+    hmax = max(l[1] for l in layers)
+    vmax = max(l[2] for l in layers)
+    w, h = img.size
+    blocks = 0
+    for _, hs, vs, _ in layers:
+        bw = -(-w * hs // (hmax * 8))  # libjpeg pads each component's blocks to its sampling factor
+        bh = -(-h * vs // (vmax * 8))
+        blocks += (-(-bw // hs) * hs) * (-(-bh // vs) * vs)
+    return blocks * 64 * 2
 
 
 def bytes_per_pixel(img: Image.Image) -> int:
@@ -147,6 +220,14 @@ def reduced_scale(img: Image.Image, size: int) -> int:
     return next((s for s in (8, 4, 2) if fits >= s), 1)
 
 
+def decode_scale(img: Image.Image, size: int, fast: bool = False) -> int:
+    """The DCT scale this opened image is decoded at (1 = in full). "fast": the most that keeps the model's
+    input size. "exact": in full, or for a JPEG over the pixel limit the least that brings it within
+    (open_image found it): the closest to the trainer's pixels that the limit allows."""
+    least = getattr(img, "edgeport_min_scale", 1)
+    return max(reduced_scale(img, size), least) if fast else least
+
+
 DECODER_OVERHEAD = 8 << 20  # zlib windows, libjpeg's buffers, Python objects: a few MiB whatever the size
 
 
@@ -156,11 +237,12 @@ def decode_peak(img: Image.Image, size: int, fast: bool = False) -> int:
     Pillow keeps RGB in 4 bytes a pixel), plus the decoders' own buffers. Measured peak RSS growth on
     4000x3000 files (estimate in brackets): RGB PNG 50 MiB (54), RGBA PNG 96 (100), 16-bit PNG 83 (134),
     JPEG 51 (54), JPEG fast 4 (9); a 3000x3000 lossless WebP 162 (163): libwebp's animation decoder,
-    which Pillow uses for every WebP, keeps canvases of its own."""
-    scale = reduced_scale(img, size) if fast else 1
-    w, h = -(-img.size[0] // scale), -(-img.size[1] // scale)
+    which Pillow uses for every WebP, keeps canvases of its own. A multi-scan JPEG adds its whole
+    coefficient buffer (coefficient_buffer), at full size even when decoded at reduced scale."""
+    scale = decode_scale(img, size, fast)
+    w, h = scaled_size(img, scale)
     px = w * h
-    frame = px * bytes_per_pixel(img) + DECODER_OVERHEAD
+    frame = px * bytes_per_pixel(img) + DECODER_OVERHEAD + getattr(img, "edgeport_coefficients", 0)
     if img.format == "WEBP":
         frame += px * 14
     if img.mode.startswith("I"):
@@ -211,7 +293,8 @@ def _cut_short(img: Image.Image) -> bool:
 def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dict | None = None) -> np.ndarray:
     """Decode, EXIF-rotate, convert to RGB and resize (bilinear) to (size, size, 3) uint8.
 
-    fast=True decodes a large JPEG at reduced scale (see DECODE_MODES).
+    fast=True decodes a large JPEG at reduced scale (see DECODE_MODES); a JPEG over the pixel limit is
+    decoded at reduced scale in either mode (decode_scale).
 
     `timings`, if given, receives "decode" and "preprocess" in milliseconds:
     the metrics split the two because they scale differently (decode with the
@@ -221,10 +304,16 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
     box = None
     img._ep_full_height = img.size[1]
     try:
-        if fast and reduced_scale(img, size) > 1:
+        scale = decode_scale(img, size, fast)
+        if scale > 1:
             # draft() also returns the source rectangle in the reduced image: its edges round up
             # (641 px at 1/2 is 321 px), so resizing that box maps exactly the original frame.
-            box = img.draft("RGB", (size, size))[1]
+            # Asking for the size at 1/scale makes draft() choose exactly that scale.
+            drafted = img.draft("RGB", (img.size[0] // scale, img.size[1] // scale))
+            if drafted is None:  # a JPEG Pillow cannot reduce (not one tile): decoding it in full would break the estimate
+                raise ImageTooLarge(f"Expected a JPEG that can be decoded at 1/{scale} scale. Received: a {img.format} "
+                                    f"of {img.size[0]}x{img.size[1]} that cannot be reduced")
+            box = drafted[1]
         img.load()
         if _cut_short(img):
             raise BadImage(f"Expected a complete, decodable image. Received: a {img.format} cut short "
@@ -255,7 +344,7 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
 def decode_to_array(data: bytes, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, fast: bool = False,
                     timings: dict | None = None, formats=ALLOWED_FORMATS, deadline: float | None = None) -> np.ndarray:
     t0 = time.perf_counter()
-    img = open_image(data, max_pixels, formats, deadline)
+    img = open_image(data, max_pixels, formats, deadline, size=size)
     opened = time.perf_counter()
     arr = to_model_input(img, size, fast=fast, timings=timings)
     if timings is not None:  # reading the header is part of decoding

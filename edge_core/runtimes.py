@@ -118,7 +118,7 @@ class LiteRTRuntime:
                 self.interp = Interpreter(model_path=str(model_path), num_threads=max(1, int(options.threads)))
                 self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise EdgeError(f"LiteRT could not load {model_path}: {str(e).strip().splitlines()[0]}") from None
+            raise EdgeError(f"Expected a TFLite model LiteRT can load. Received: {model_path} ({str(e).strip().splitlines()[0]})") from None
         i, o = self.interp.get_input_details()[0], self.interp.get_output_details()[0]
         self._in_index, self._out_index = i["index"], o["index"]
         self.input = self._spec(i)
@@ -179,7 +179,7 @@ class OnnxRuntime:
         try:
             self.session = ort.InferenceSession(str(model_path), so, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
-            raise EdgeError(f"ONNX Runtime could not load {model_path}: {str(e).strip().splitlines()[0]}") from None
+            raise EdgeError(f"Expected an ONNX model ONNX Runtime can load. Received: {model_path} ({str(e).strip().splitlines()[0]})") from None
         self.providers = self.session.get_providers()
         i, o = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input = TensorSpec(i.name, [d if isinstance(d, int) else -1 for d in i.shape], _ort_dtype(i.type))

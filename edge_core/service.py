@@ -39,7 +39,9 @@ class ServiceOptions:
     solo_threads: int | None = option(None, "threads of one extra instance that serves a request arriving while no other runs "
                                             "(default: all cores up to 4, if more than --threads; 0: no such instance)",
                                       profile="solo_threads", type=int)
-    max_pixels: int = option(DEFAULT_MAX_PIXELS, "largest image accepted, in pixels (default 16,000,000: fits a 1 GB board)", type=int)
+    # Counted once decoded: a larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (imageio.limit_scale).
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "largest image decoded, in pixels (default 16,000,000: fits a 1 GB board); a larger "
+                                                 "JPEG is decoded at 1/2, 1/4 or 1/8 scale to fit, other formats are refused", type=int)
     # "exact", "fast" (imageio.DECODE_MODES) or "auto": fast unless the bundle's own export check
     # measured fast decoding below MIN_FAST_AGREEMENT on the model's verification images.
     decode: str = option("auto", "fast: decode large JPEGs at reduced scale (about half the decoding work, pixels move ~1 level); "
@@ -266,7 +268,7 @@ class ModelService:
     def open(self, data: bytes, ctx: RequestContext | None = None):
         """Header only: format, size, scans checked; the deadline armed for the decode to come."""
         t0 = time.perf_counter()
-        img = open_image(data, self.options.max_pixels, deadline=ctx.deadline if ctx else None)
+        img = open_image(data, self.options.max_pixels, deadline=ctx.deadline if ctx else None, size=self.size)
         return data, time.perf_counter() - t0, img
 
     def _decode_opened(self, opened, timings: dict | None = None) -> np.ndarray:

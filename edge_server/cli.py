@@ -22,6 +22,19 @@ BARE_FILE_PREPROCESSING = ("For a bare .tflite/.onnx file: the server maps decod
                            "Without these, TFLite Model Metadata is read if the file has it, else raw 0-255 RGB (with a warning). "
                            "A bundle needs none: its preprocessing is inside its graph.")
 
+PREDICT_DESCRIPTION = """Classify images with a bundle, without a server.
+
+IMAGE may be a file, a folder (walked recursively; images found by extension or by their first bytes)
+or a glob pattern (quoted, it is expanded here; '**' crosses folders). An image inside a folder named
+after one of the model's labels (one subfolder per class, as for training) counts as that class:
+accuracy and a confusion summary follow the table.
+
+  edgeport predict BUNDLE photo.jpg                     a table on the terminal
+  edgeport predict BUNDLE photos/ --csv results.csv     the table, and a CSV file
+  edgeport predict BUNDLE 'photos/**/*.jpg' --json -    JSON lines on stdout (the summary on stderr)
+
+An image that cannot be read or decoded gets an error line; the others go on, and the exit status is 2."""
+
 # Order of the commands in --help: the pipeline's order.
 COMMAND_ORDER = ["demo-data", "train", "export", "bench", "deploy", "serve", "predict"]
 
@@ -38,12 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("predict", help="classify image files with a bundle, no server")
+    p = sub.add_parser("predict", help="classify images (files, folders, globs) with a bundle, no server",
+                       description=PREDICT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p, ServerSettings, only=("bundle", "labels"))
-    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
+                   help="image files, folders (walked recursively) or glob patterns such as 'photos/**/*.jpg'")
     p.add_argument("--top-k", type=int, default=3)
-    add_arguments(p, ServiceOptions, layered=True, only=("threads",))
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    add_arguments(p, ServiceOptions, layered=True, only=("threads", "max_pixels"))
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="JSON lines, one per image (and a last {\"summary\": ...} line where folders name classes), "
+                        "to FILE; bare --json or --json - writes them to stdout in place of the table")
+    p.add_argument("--csv", metavar="FILE", help="CSV, one row per image, to FILE; --csv - writes it to stdout in place of the table")
     add_preprocessing_arguments(p, BARE_FILE_PREPROCESSING)
     p.set_defaults(func=cmd_predict)
 
@@ -61,6 +79,7 @@ def cmd_serve(args) -> int:
     from dataclasses import replace
 
     from devices import load_profile
+    from devices.api_key import read_api_key
     from edge_core.errors import EdgeError
     from edge_core.options import values
 
@@ -70,14 +89,12 @@ def cmd_serve(args) -> int:
 
     profile = load_profile(args.device) if args.device else None
     settings = ServerSettings(**values(ServerSettings, args), service=_service_options(args, profile))
+    if settings.processes is None:
+        from .supervisor import default_processes
+
+        settings = replace(settings, processes=default_processes(profile))
     if settings.api_key_file:
-        try:
-            api_key = settings.api_key_file.read_text().strip()
-        except OSError as e:
-            raise EdgeError(f"Expected a readable API key file. Received: {str(settings.api_key_file)!r} ({e.strerror})") from None
-        if not api_key:
-            raise EdgeError(f"Expected an API key in {settings.api_key_file}. Received: an empty file")
-        settings = replace(settings, api_key=api_key)
+        settings = replace(settings, api_key=read_api_key(settings.api_key_file))
     if settings.request_timeout_s <= 0:
         raise EdgeError(f"Expected --request-timeout of more than 0 seconds. Received: {settings.request_timeout_s}")
     memory_limit, memory_source = process_limit(settings.memory_limit, profile)
@@ -86,34 +103,24 @@ def cmd_serve(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import json
-
-    from edge_core.errors import RequestError
     from edge_core.service import ModelService
+
+    from .predict_files import run
 
     svc = ModelService.from_path(args.bundle, args.labels, _service_options(args, None))
     for warning in svc.warnings:
         print(f"edgeport predict: warning: {warning}", file=sys.stderr)
-    status = 0
-    for path in args.images:
-        try:
-            data = path.read_bytes()
-            preds, timings = svc.predict_bytes(data, args.top_k)
-        except OSError as e:
-            print(f"{path}: error: cannot read ({e.strerror})", file=sys.stderr)
-            status = 2
-            continue
-        except RequestError as e:
-            print(f"{path}: error: {e.message}", file=sys.stderr)
-            status = 2
-            continue
-        if args.json:
-            print(json.dumps({"image": str(path), "predictions": preds, "timings_ms": timings}))
-        else:
-            print(f"{path}:")
-            for p in preds:
-                print(f"  {p['label']:<20} {p['score']:.4f}")
-    return status
+    return run(svc, args.images, args.top_k, json_to=args.json, csv_to=args.csv)
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip recorded it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeport")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,26 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgeport",
         description="From a folder of labelled images to a verified, quantized classifier served on an edge device.",
     )
+    parser.add_argument("--version", action="version", version=f"edgeport {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="edgeport.commands"), key=lambda e: e.name):
         ep.load()(sub)
+    for p in (parser, *sub.choices.values()):  # global flags, taken before or after the command (unless it has its own)
+        keep = {} if p is parser else {"default": argparse.SUPPRESS}
+        for flag, text in (("--verbose", "show TensorFlow's start-up lines and warnings"),
+                           ("--progress", "progress bars even when stderr is not a terminal")):
+            if flag not in p._option_string_actions:
+                p.add_argument(flag, action="store_true", help=text, **keep)
     order = {name: i for i, name in enumerate(COMMAND_ORDER)}
     sub._choices_actions.sort(key=lambda a: order.get(a.dest, len(order)))
     return parser
 
 
-def quiet_tensorflow() -> None:
-    """TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries our progress lines."""
+def quiet_tensorflow(verbose: bool = False, progress: bool = False) -> None:
+    """TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries our progress lines, unless --verbose.
+    Both switches go through the environment, to the packages that import TensorFlow (exporter.console)."""
     import os
     import warnings
 
+    if progress:
+        os.environ["EDGEPORT_PROGRESS"] = "1"
+    if verbose:
+        os.environ["EDGEPORT_VERBOSE"] = "1"
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated.*")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow()  # only sets defaults; imports nothing
+    quiet_tensorflow(args.verbose, args.progress)  # only sets the environment; imports nothing
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

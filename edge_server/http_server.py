@@ -158,9 +158,11 @@ def connection_limit(wanted: int) -> int:
     return max(16, min(wanted, soft - 64)) if soft != resource.RLIM_INFINITY else wanted
 
 
-def make_server(app, settings: ServerSettings, threads: int):
+def make_server(app, settings: ServerSettings, threads: int, sockets=None):
+    """`sockets`: already bound and listening (listen.bind); without them waitress binds host:port itself."""
+    where = {"sockets": sockets} if sockets else {"host": settings.host, "port": settings.port}
     server = create_server(
-        app, host=settings.host, port=settings.port, threads=threads, ident="edgeport",
+        app, **where, threads=threads, ident="edgeport",
         # >=: waitress refuses a Content-Length equal to its limit, the app accepts its own limit
         max_request_body_size=settings.max_body_bytes + 1,
         channel_timeout=settings.idle_timeout_s, cleanup_interval=1,

@@ -227,7 +227,8 @@ def openapi_document(svc) -> dict:
 
     image_body = {
         "required": True,
-        "description": f"One encoded image ({formats}): the raw bytes, or a multipart file field named `image`.",
+        "description": f"One encoded image ({formats}): the raw bytes, or a multipart file field named `image`. "
+                       "Raw bytes that start like an image are taken whatever the Content-Type says.",
         "content": {**{t: {"schema": BINARY} for t in DOCUMENTED_RAW_TYPES},
                     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}}},
     }

@@ -7,38 +7,14 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from edge_core.errors import EdgeError
-from edge_core.service import ModelService
 
 from .app import create_app
 from .settings import ServerSettings
+from .startup import configure_logging, describe, exposure_warning, load_service
 
 log = logging.getLogger("edgeport.server")
-
-# Preprocessing.origin -> how the start-up line says where a bare file's preprocessing came from
-PREPROCESSING_ORIGINS = {"declared": "declared, applied by the server", "metadata": "from the file's TFLite Model Metadata, applied by the server",
-                         "none": "nothing declared or found: raw pixels"}
-
-
-def load_service(settings: ServerSettings, bundle: Path | None = None) -> ModelService:
-    """Load and verify (sha256, shapes and dtypes against bundle.json), then warm up: ready means warm."""
-    svc = ModelService.from_path(bundle or settings.bundle, settings.labels, settings.service)
-    svc.warmup()
-    return svc
-
-
-def configure_logging() -> None:
-    # Access lines are JSON already: printed as they are, one per line, on stderr.
-    for name, fmt in (("edgeport.access", "%(message)s"), ("edgeport.server", "edgeport: %(levelname)s: %(message)s")):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter(fmt))
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
 
 
 def install_sighup(app) -> None:
@@ -57,40 +33,28 @@ def install_sighup(app) -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=reload_in_background, daemon=True).start())
 
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-def exposure_warning(settings: ServerSettings) -> str | None:
-    """A warning for a server anyone on the network can call without a key, or None."""
-    if settings.host in LOOPBACK or settings.host.startswith("127.") or settings.api_key:
-        return None
-    return (f"edgeport: warning: listening on {settings.host} without an API key: anyone who can reach this "
-            "address can use the model. Add --api-key-file FILE, or bind 127.0.0.1 behind a reverse proxy.")
-
-
 def serve(settings: ServerSettings) -> None:
-    from .http_server import make_server
+    from dataclasses import replace
 
+    from .http_server import make_server
+    from .listen import bind
+    from .supervisor import check, supervise
+
+    check(settings)
+    if (settings.processes or 1) > 1:  # supervised workers (supervisor.py)
+        return supervise(settings)
     configure_logging()
     t0 = time.perf_counter()
+    # The port first: taken, it is one error line before anything loads or says "ready".
+    sockets = bind(settings.host, settings.port)
+    settings = replace(settings, port=sockets[0].getsockname()[1])  # --port 0: the one picked
     svc = load_service(settings)
     app = create_app(svc, settings, load=lambda path: load_service(settings, path))
     install_sighup(app)
     # Enough HTTP threads that every pooled instance stays busy while two more requests decode or wait
     # on sockets; more only add GIL contention (2 cores, c=8: 4 threads 1.21x the peer's throughput, 6: 1.16x, 8: 1.13x).
     http_threads = settings.http_threads or svc.pool_size + 2
-    print(
-        f"edgeport: serving {svc.name!r} ({svc.bundle.format}/{svc.bundle.meta.get('precision')}, {svc.backend}, "
-        f"{svc.pool_size} instances x {svc.threads} threads"
-        f"{f' + 1 x {svc.solo_threads} for a request that arrives alone' if svc.solo_threads else ''}) on http://{settings.host}:{settings.port} "
-        f"- ready in {time.perf_counter() - t0:.2f} s\n"
-        f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})\n"
-        f"edgeport: preprocessing {svc.preprocessing.describe()} "
-        f"({'in the model graph' if not svc.bundle.meta.get('bare') else PREPROCESSING_ORIGINS[svc.preprocessing.origin]})",
-        flush=True,
-    )
-    for warning in svc.warnings:  # one line each, after the start line: a bare file whose preprocessing is a guess
-        print(f"edgeport: warning: {warning}", flush=True)
+    print(describe(svc, settings, time.perf_counter() - t0), flush=True)
     # Drop our reference: serve() lives as long as the server, and a local here would keep
     # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
     del svc
@@ -101,4 +65,4 @@ def serve(settings: ServerSettings) -> None:
         print(warning, file=sys.stderr, flush=True)
     # waitress refuses bodies over the limit from their Content-Length, before buffering a byte, and
     # answers JSON like the app (http_server.py): slow, idle and smuggling clients are guarded there.
-    make_server(app, settings, http_threads).run()
+    make_server(app, settings, http_threads, sockets).run()

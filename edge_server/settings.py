@@ -29,7 +29,7 @@ class ServerSettings:
     port: int = option(8080, type=int)
     device: str | None = option(None, "device profile for defaults (see devices/profiles)")
     api_key: str | None = None  # None: no key needed, and the admin endpoints are off
-    api_key_file: Path | None = option(None, "file holding the API key clients must send", type=Path)
+    api_key_file: Path | None = option(None, "file holding the API key clients must send (one word on one line)", type=Path)
     max_body_bytes: int = option(20 * MiB, "largest request body accepted", flag="--max-body-mb", type=megabytes)
     # Memory the server may use (bytes); None: the cgroup limit, the device profile's memory_max, or half
     # the RAM, whichever is tightest (budget.process_limit). Requests are admitted against it minus the
@@ -49,6 +49,21 @@ class ServerSettings:
     # one JSON line per request on stderr
     access_log: bool = option(True, "no JSON access log lines on stderr", flag="--no-access-log", action="store_false")
     service: ServiceOptions = field(default_factory=ServiceOptions)
+    # Supervised worker processes (supervisor.py); None: the device profile's [serve] processes, else 1.
+    # 1: one process, no supervisor.
+    processes: int | None = option(None, "worker processes under a supervisor that replaces one that dies or outgrows its memory "
+                                         "(default: the device profile's processes, else 1: one process, no supervisor)", type=int)
+    # A worker is replaced after this many requests (+ up to 10% so they do not all go at once); 0: never.
+    max_requests: int = option(10_000, "replace a worker after this many requests (0: never; with --processes 2 or more)", type=int)
+    # A worker's memory: its request budget and its hard limit (RLIMIT_DATA) come from it. None: the memory
+    # limit, less the supervisor, shared equally between the workers.
+    worker_memory: int | None = option(None, "a worker's hard memory limit, enforced by RLIMIT_DATA and, where one can be made, "
+                                             "a memory cgroup of its own (default: the memory limit shared between the workers)",
+                                       flag="--worker-memory-mb", type=megabytes)
+    # RSS above which an idle worker is replaced; None: its start-up RSS plus half its request budget.
+    recycle_rss: int | None = option(None, "replace a worker whose RSS stays above this with nothing in flight "
+                                           "(default: its RSS at start plus half its request budget)", flag="--recycle-rss-mb",
+                                     type=megabytes)
     # Connection guards for waitress (http_server.py): a request's headers must arrive within
     # header_timeout_s, and the whole request within body_timeout_s; an idle keep-alive connection
     # is closed after idle_timeout_s.

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_core.imageio import decode_to_array
+from edge_core.imageio import DEFAULT_MAX_PIXELS, decode_to_array
 
+from .console import steps
 from .errors import ExportError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -46,19 +47,17 @@ def spread(items: list, limit: int, seed: int = 0) -> list:
     return [(str(p), int(l)) for p, l in out]
 
 
-def load_images(items, size: int, progress=None) -> tuple[np.ndarray, np.ndarray]:
+def load_images(items, size: int, progress=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     x = np.empty((len(items), size, size, 3), np.uint8)
     y = np.array([int(l) for _, l in items], np.int64)
     bad = []
     keep = np.ones(len(items), bool)
-    for i, (path, _) in enumerate(items):
+    for i, (path, _) in enumerate(steps(items, "decoding", progress)):
         try:
-            x[i] = decode_to_array(Path(path).read_bytes(), size)
+            x[i] = decode_to_array(Path(path).read_bytes(), size, max_pixels)
         except Exception:  # a bad file among calibration images is skipped, and said
             keep[i] = False
             bad.append(path)
-        if progress and (i + 1) % 100 == 0:
-            progress(f"decoded {i + 1}/{len(items)} images")
     if bad and progress:
         progress(f"warning: skipped {len(bad)} unreadable image(s): {bad[:5]}{' ...' if len(bad) > 5 else ''}")
     return x[keep], y[keep]

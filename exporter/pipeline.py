@@ -18,12 +18,15 @@ from pathlib import Path
 
 from edge_core.atomic import process_alive
 from edge_core.bundle import write_bundle
+from edge_core.imageio import DEFAULT_MAX_PIXELS
 
 from . import calibration as calib
 from .bias_correction import corrected_bias, feature_shift, linear_head
+from .console import import_tensorflow_quietly, tensorflow_lines_dropped
 from .errors import ExportError, VerificationError
 from .formats import lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
+from .run_images import part_items
 from .source import resolve_source
 from .verify import table, verify_export
 
@@ -36,6 +39,7 @@ class ExportConfig:
     labels: Path | None = None
     calibration: Path | None = None  # None: the run's training images
     images: Path | None = None  # verification images; None: the run's validation split
+    data: Path | None = None  # the run's data folder where it has moved since training (split.json's images under it)
     device: str | None = None
     min_agreement: float | None = None  # None: the precision's default floor
     out: Path | None = None
@@ -48,6 +52,7 @@ class ExportConfig:
     preprocessing: object | None = None
     image_size: int | None = None  # for a model built for any input size (None, None, 3)
     unsafe_deserialization: bool = False  # let Keras run a trusted file's Lambda code (safe_mode=False)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # calibration and verification images, as the server counts them
 
 
 @dataclass
@@ -104,27 +109,11 @@ def _defaults(cfg: ExportConfig) -> tuple[str, str, int]:
     return fmt, precision, threads
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its native start-up lines dropped.
-
-    TensorFlow 2.21 logs "oneDNN custom operations are on" through absl before it reads
-    TF_CPP_MIN_LOG_LEVEL, straight to fd 2; an export's first line, or the one-line error
-    that follows, should not be buried under it. Lines other than absl INFO pass through.
-    """
-    import sys
-
-    if "tensorflow" in sys.modules:
-        return
-    from edge_core.runtimes import native_info_filtered
-
-    with native_info_filtered(drop=("I0000 ", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")):
-        import tensorflow  # noqa: F401
-
-
-def _items(source, part: str):
-    if source.split and source.split.get(part):
-        return [(p, int(l)) for p, l in source.split[part]]
-    return None
+def _items(source, part: str, data: Path | None = None):
+    """The run's images of one part (split.json), found wherever the export runs; None for a bare model."""
+    if source.split is None or source.run_dir is None:
+        return None
+    return part_items(source.split, part, source.run_dir, data)
 
 
 WORKDIR_PREFIX = "edgeport-export-"
@@ -174,10 +163,10 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     out = Path(cfg.out) if cfg.out else Path("bundles") / f"{source.name}.{fmt}-{precision}"
 
     # Resolve every input before the slow steps, so a bad path fails in a second, not after conversion.
-    verify_items = calib.folder_items(cfg.images, source.labels) if cfg.images else _items(source, "val")
+    verify_items = calib.folder_items(cfg.images, source.labels) if cfg.images else _items(source, "val", cfg.data)
     calib_items = None
     if prec.calibrated:
-        calib_items = calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else _items(source, "train")
+        calib_items = calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else _items(source, "train", cfg.data)
         if not calib_items:
             raise ExportError(f"{fmt}/{precision} needs calibration images: pass --calibration DIR (a few hundred real images)")
     if not verify_items:
@@ -204,23 +193,25 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
     x_cal = None
     if calib_items:
         log(f"calibration: decoding {min(len(calib_items), cfg.calibration_size)} images")
-        x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log)
+        x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log, cfg.max_pixels)
     verify_items = calib.spread(verify_items, cfg.verify_size, cfg.seed)
-    x_ver, y_ver = calib.load_images(verify_items, size, log)
+    x_ver, y_ver = calib.load_images(verify_items, size, log, cfg.max_pixels)
 
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
         model_file = workdir / f"model{fmt_spec.suffix}"
         correction = None
         if precision == "int8" and (linear := linear_head(model)) is not None:
-            shift = feature_shift(linear[0], converter_function(fmt), fmt, x_cal, workdir / "bias-correction", threads)
-            with corrected_bias(linear[1], shift) as logit_shift:
-                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
+            with tensorflow_lines_dropped():
+                shift = feature_shift(linear[0], converter_function(fmt), fmt, x_cal, workdir / "bias-correction", threads)
+                with corrected_bias(linear[1], shift) as logit_shift:
+                    converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
             correction = {"layer": linear[1].name, "images": len(x_cal), "mean_abs_logit_shift": round(logit_shift, 4)}
             log(f"bias correction: the int8 base shifts the head's logits by {logit_shift:.3f} on average over "
                 f"{len(x_cal)} calibration images; subtracted from the int8 file's {linear[1].name!r} bias")
         else:
-            converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
+            with tensorflow_lines_dropped():
+                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
         log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
             f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}")
         figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,

@@ -195,6 +195,103 @@ class OnnxReference:
         return np.concatenate([self.session.run(None, {self.info["input"]: x[i : i + 1]})[0] for i in range(len(x))])
 
 
+# Elementwise ops a layout change passes through unchanged when their other input is one number.
+SCALAR_ELEMENTWISE = {"Mul", "Add", "Sub", "Div"}
+
+
+def for_onnx2tf(path: Path, info: dict, out: Path) -> Path:
+    """The ONNX file as onnx2tf converts it, the same function: an NCHW input, per-channel constants 3-D.
+
+    Each is a way tf2onnx writes Keras/TF models that onnx2tf 1.29 misreads: an NHWC input (onnx2tf
+    reads every 4-D input as NCHW), and a (1, C, 1, 1) constant in Mul/Add/Sub/Div (a folded
+    BatchNormalization), which it transposes to (1, 1, C, 1) against an NHWC tensor. ONNX broadcasts a
+    (C, 1, 1) constant against (N, C, H, W) exactly as a (1, C, 1, 1) one, and onnx2tf reads it right."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    if info["layout"] == "NHWC":
+        nhwc_to_nchw(m, info)
+    g = m.graph
+    users: dict[str, list] = {}
+    for node in g.node:
+        for i in node.input:
+            users.setdefault(i, []).append(node)
+    for t in g.initializer:
+        dims = list(t.dims)
+        if len(dims) == 4 and dims[0] == 1 and dims[2:] == [1, 1] and users.get(t.name) \
+                and all(n.op_type in SCALAR_ELEMENTWISE for n in users[t.name]):
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).reshape(dims[1:]), t.name))
+    del g.value_info[:]  # shapes inferred before these changes; onnx2tf infers them again
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out))
+    return out
+
+
+def nhwc_to_nchw(m, info: dict) -> None:
+    """An NHWC-input ONNX model (as tf2onnx writes Keras/TF models) made NCHW-input, in place.
+
+    onnx2tf reads every 4-D input as NCHW; tf2onnx's graphs take NHWC and transpose to NCHW before
+    their first convolution, after the scalar rescaling ops. The input becomes NCHW, and that first
+    Transpose is moved up through those scalar ops to the input, where it cancels out. Where the graph
+    starts otherwise, a Transpose to NHWC is put after the new input: the same function either way."""
+    from onnx import helper, numpy_helper
+
+    g = m.graph
+    inp = next(i for i in g.input if i.name == info["input"])
+    n, h, w, c = inp.type.tensor_type.shape.dim
+    new_name = f"{inp.name}_nchw"
+    new = helper.make_tensor_value_info(new_name, inp.type.tensor_type.elem_type,
+                                        [d.dim_param or d.dim_value or "batch" for d in (n, c, h, w)])
+    scalars = {t.name for t in g.initializer if numpy_helper.to_array(t).size == 1}
+    scalars |= {node.output[0] for node in g.node if node.op_type == "Constant"
+                and any(a.name == "value" and numpy_helper.to_array(a.t).size == 1 for a in node.attribute)}
+    consumers = lambda name: [node for node in g.node if name in node.input]  # noqa: E731
+    # Walk the chain of scalar ops from the input; if it ends in Transpose(0, 3, 1, 2), the chain runs on NCHW.
+    chain, tensor = [], inp.name
+    while len(users := consumers(tensor)) == 1 and users[0].op_type in SCALAR_ELEMENTWISE \
+            and sum(i not in scalars for i in users[0].input) == 1:
+        chain.append(users[0])
+        tensor = users[0].output[0]
+    users = consumers(tensor)
+    perm = lambda node: list(next((a.ints for a in node.attribute if a.name == "perm"), []))  # noqa: E731
+    if len(users) == 1 and users[0].op_type == "Transpose" and perm(users[0]) == [0, 3, 1, 2] and tensor not in [o.name for o in g.output]:
+        first = users[0]
+        for node in g.node:  # the Transpose's consumers read the chain's end (now NCHW) directly
+            node.input[:] = [tensor if i == first.output[0] else i for i in node.input]
+        g.node.remove(first)
+        for node in g.node:
+            node.input[:] = [new_name if i == inp.name else i for i in node.input]
+    else:
+        for node in g.node:
+            node.input[:] = [new_name if i == inp.name else i for i in node.input]
+        g.node.insert(0, helper.make_node("Transpose", [new_name], [inp.name], perm=[0, 2, 3, 1], name="edgeport_nchw_to_nhwc"))
+    g.input.remove(inp)
+    g.input.insert(0, new)
+
+
+def _onnx2tf_failure(path: Path, output: str) -> str:
+    """onnx2tf's error output -> one line: the ONNX op it failed at (name and type) and the reason."""
+    import re
+
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in lines]
+    op = next((l.split("onnx_op_name:", 1)[1].strip() for l in plain if "onnx_op_name:" in l), None)
+    reason = next((l for l in reversed(plain) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", l) and not l.startswith("raise")), None)
+    detail = next((l for l in plain if l.startswith(("Dimensions", "Incompatible", "Shape", "Cannot"))), None)
+    where = "at an ONNX op"
+    if op:
+        try:
+            import onnx
+
+            node = next((n for n in onnx.load(str(path), load_external_data=False).graph.node if n.name == op), None)
+            where = f"at ONNX op {node.op_type if node is not None else '?'} {op!r}"
+        except Exception:
+            where = f"at ONNX op {op!r}"
+    why = "; ".join(x.rstrip(".") for x in (reason, detail) if x) or (plain[-1] if plain else "no output")
+    return f"{where}: {why[:300]}"
+
+
 def _load_onnx(source: ModelSource):
     """ONNX -> TensorFlow SavedModel (NHWC input) through onnx2tf, then loaded like any SavedModel."""
     import atexit
@@ -211,11 +308,17 @@ def _load_onnx(source: ModelSource):
     # The export removes it when done; this covers an error between loading and the export's own cleanup.
     atexit.register(shutil.rmtree, source.workdir, True)
     out = source.workdir / "saved_model"
-    proc = subprocess.run([sys.executable, "-c", ONNX2TF_SCRIPT, str(source.model_path), str(out)],
+    try:
+        onnx_file = for_onnx2tf(source.model_path, info, source.workdir / "for_onnx2tf.onnx")
+    except Exception as e:
+        raise ExportError(f"Could not prepare {source.model_path.name} for onnx2tf (step: {info['layout']} input, "
+                          f"per-channel constants): {_first_line(e)}") from None
+    proc = subprocess.run([sys.executable, "-c", ONNX2TF_SCRIPT, str(onnx_file), str(out)],
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0 or not (out / "saved_model.pb").is_file():
-        tail = [l for l in (proc.stderr or proc.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
-        raise ExportError(f"onnx2tf could not convert {source.model_path.name} to TensorFlow: {tail[0][:300]}")
+        raise ExportError(f"onnx2tf could not convert {source.model_path.name} to TensorFlow (step: ONNX -> SavedModel) "
+                          f"{_onnx2tf_failure(onnx_file, proc.stderr + proc.stdout)}. Next step: export the model to TFLite "
+                          "from its own framework, or simplify the graph (onnxsim) and try again")
     model = _load_saved_model(source, out)
     model._edgeport_activation = info["activation"]
     source.reference = OnnxReference(source.model_path, info)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import steps
 from .errors import ExportError
 from .graph import INPUT_NAME, OUTPUT_NAME, serving_function, signature
 from .quant_recipe import float_layers, onnx_nodes
@@ -96,19 +97,15 @@ class _Reader:
     """onnxruntime CalibrationDataReader over raw-pixel images."""
 
     def __init__(self, images: np.ndarray, log):
-        self.images, self.i, self.log = images, 0, log
+        self.images, self.log = images, log
+        self.rewind()
 
     def get_next(self):
-        if self.i >= len(self.images):
-            return None
-        img = self.images[self.i][None].astype(np.float32)
-        self.i += 1
-        if self.i % 50 == 0 or self.i == len(self.images):
-            self.log(f"calibration: {self.i}/{len(self.images)} images")
-        return {INPUT_NAME: img}
+        img = next(self.it, None)
+        return None if img is None else {INPUT_NAME: img[None].astype(np.float32)}
 
     def rewind(self):
-        self.i = 0
+        self.it = steps(self.images, "calibration", self.log, every=50)
 
 
 def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, log, keep_float=()) -> None:

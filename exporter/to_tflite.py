@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import steps
 from .errors import ExportError
 from .graph import INPUT_NAME, write_saved_model
 from .quant_recipe import float_layers, tflite_nodes
@@ -95,9 +96,7 @@ def _representative(images: np.ndarray, log):
         raise ExportError("Full-integer TFLite needs calibration images. Received: none")
 
     def gen():
-        for i, img in enumerate(images):
-            if (i + 1) % 50 == 0 or i + 1 == len(images):
-                log(f"calibration: {i + 1}/{len(images)} images")
+        for img in steps(images, "calibration", log, every=50):
             # Raw 0-255 pixels as float32, exactly what the serving signature takes:
             # the model's own normalization layer runs inside the calibrated graph.
             yield {INPUT_NAME: img[None].astype(np.float32)}

@@ -17,14 +17,17 @@ from edge_core.imageio import decode_to_array, open_image, reduced_scale
 from edge_core.runtimes import RuntimeOptions, open_runtime
 from edge_core.service import to_probabilities
 
+from .console import predict, steps
+
 
 # A reference top-1 probability under this is "unsure": a changed answer there is a near-tie.
 UNSURE = 0.6
 
 
-def runtime_probabilities(rt, x: np.ndarray, activation: str) -> np.ndarray:
-    """One image at a time, as the server runs it."""
-    return np.concatenate([to_probabilities(rt.run(x[i : i + 1]), activation) for i in range(len(x))])
+def runtime_probabilities(rt, x: np.ndarray, activation: str, desc: str | None = None) -> np.ndarray:
+    """One image at a time, as the server runs it; `desc`: a progress bar of that name where one is shown."""
+    indices = range(len(x)) if desc is None else steps(range(len(x)), desc)
+    return np.concatenate([to_probabilities(rt.run(x[i : i + 1]), activation) for i in indices])
 
 
 def latency_ms(rt, x: np.ndarray, runs: int = 30, warmup: int = 3) -> dict:
@@ -86,10 +89,10 @@ def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
 def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, activation: str, threads: int = 2,
                   latency_runs: int = 30, paths: list | None = None, reference=None) -> dict:
     """`reference`: raw pixels -> scores of the source itself (ONNX Runtime for an ONNX source); default the Keras model."""
-    raw = reference(x) if reference is not None else model.predict(x.astype(np.float32), batch_size=32, verbose=0)
+    raw = reference(x) if reference is not None else predict(model, x.astype(np.float32), 32, "verify: Keras")
     ref = to_probabilities(raw, activation)
     rt = open_runtime(fmt, path, RuntimeOptions(threads=threads))
-    got = runtime_probabilities(rt, x, activation)
+    got = runtime_probabilities(rt, x, activation, desc="verify: exported")
     batched = batch_check(rt, x, got, activation)
     changed = ref.argmax(1) != got.argmax(1)
     return {

@@ -226,6 +226,139 @@ def test_deploy_is_atomic_and_replaces_only_a_whole_earlier_deploy(bundle, tmp_p
     assert "--port 9002" in (out / "edgeport.service").read_text() and first.out == out
 
 
+# --------------------------------------------------------------------------- API key, --host beyond loopback
+
+KEY = "k3y-for-the-device-tests"
+
+
+def test_deploy_with_a_key_installs_it_0600_and_the_unit_passes_it(bundle, tmp_path):
+    key = tmp_path / "key"
+    key.write_text(KEY + "\n")
+    out = tmp_path / "pi4"
+    r = run_cli("deploy", str(bundle), "--device", "raspberry-pi-4", "--out", str(out), "--host", "0.0.0.0", "--api-key-file", str(key))
+    assert r.returncode == 0, r.stderr
+    assert (out / "api-key").read_text() == KEY + "\n"
+    assert (out / "api-key").stat().st_mode & 0o777 == 0o600
+    unit = (out / "edgeport.service").read_text()
+    assert "--host 0.0.0.0 --port 8080 --workers 2 --threads 2 --api-key-file /opt/edgeport/api-key\n" in unit
+    assert "API_KEY_FILE=api-key" in (out / "deploy.env").read_text()
+    manifest = json.loads((out / "deploy.json").read_text())
+    assert manifest["api_key"] == "api-key" and "api-key" not in manifest["files"]  # no digest of the key
+    assert KEY not in (out / "deploy.json").read_text() + (out / "README.md").read_text() + r.stdout + r.stderr
+    # without a key: no key file, nothing passed
+    plain = dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", tmp_path / "plain"), log=lambda m: None).out
+    exec_start = next(l for l in (plain / "edgeport.service").read_text().splitlines() if l.startswith("ExecStart="))
+    assert not (plain / "api-key").exists() and "--api-key-file" not in exec_start
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "pi.local"])
+def test_deploy_beyond_loopback_needs_a_key_or_insecure_public(bundle, tmp_path, host):
+    r = run_cli("deploy", str(bundle), "--device", "raspberry-pi-4", "--out", str(tmp_path / "o"), "--host", host)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"edgeport deploy: error: Expected --api-key-file with --host {host}") and "--insecure-public" in lines[0]
+    assert not (tmp_path / "o").exists()
+    out = dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", tmp_path / "o", host=host, insecure_public=True), log=lambda m: None).out
+    assert "INSECURE_PUBLIC=yes" in (out / "deploy.env").read_text()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.1.1", "::1", "localhost"])
+def test_loopback_needs_no_key(bundle, tmp_path, host):
+    out = dp.deploy(dp.DeployOptions(bundle, "x86-64", tmp_path / "o", host=host), log=lambda m: None).out
+    assert "INSECURE_PUBLIC=no" in (out / "deploy.env").read_text()
+
+
+@pytest.mark.parametrize("content, word", [(None, "No such file"), (b"", "empty file"), (b"\xff\xfe\x00", "UTF-8"),
+                                           (b"two words\n", "one word"), (b"k" * 5000, "at most 4096 bytes")])
+def test_a_bad_key_file_is_one_line_and_no_folder(bundle, tmp_path, content, word):
+    key = tmp_path / "key"
+    if content is not None:
+        key.write_bytes(content)
+    out = tmp_path / "o"
+    r = run_cli("deploy", str(bundle), "--device", "raspberry-pi-4", "--out", str(out), "--api-key-file", str(key))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("edgeport deploy: error: Expected"), r.stderr
+    assert word in lines[0] and "Received" in lines[0]
+    assert not out.exists()
+
+
+# install.sh with the commands it calls faked: python (venv, pip, checks), install, useradd/usermod,
+# getent, systemctl and id. The fakes log their arguments; `install` copies and sets the mode only
+# inside the test's folder (a unit for /etc is logged, not written). Nothing needs root or systemd.
+FAKES = {
+    "python3": """case "$1" in
+  -V) echo "Python 3.11.2" ;;
+  -m) [ "$2" = venv ] && mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
+esac
+exit 0""",
+    "install": """mode=; args=()
+while [ $# -gt 0 ]; do case "$1" in -m) mode=$2; shift 2 ;; -o|-g) shift 2 ;; *) args+=("$1"); shift ;; esac; done
+case "${args[1]}" in "$FAKE_ROOT"/*) cp "${args[0]}" "${args[1]}" && chmod "$mode" "${args[1]}" ;; esac""",
+    "id": """case "$*" in -u) echo 0 ;; -un|-gn) echo tester ;; esac""",
+    "useradd": "", "usermod": "", "getent": "", "systemctl": "",
+}
+
+
+def run_install(folder: Path, root: Path, *args: str, systemd: str = "yes") -> tuple[subprocess.CompletedProcess, list[str]]:
+    fakebin = root / "fakebin"
+    if not fakebin.exists():
+        fakebin.mkdir()
+        for name, body in FAKES.items():
+            (fakebin / name).write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "$FAKE_LOG"\n{body}\n')
+            (fakebin / name).chmod(0o755)
+    log = root / "calls.log"
+    log.write_text("")
+    env = {**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}", "FAKE_LOG": str(log), "FAKE_ROOT": str(root),
+           "EDGEPORT_PREFIX": str(root / "prefix"), "EDGEPORT_PYTHON": str(fakebin / "python3"), "EDGEPORT_SYSTEMD": systemd}
+    r = subprocess.run(["bash", str(folder / "install.sh"), *args], env=env, capture_output=True, text=True, timeout=60)
+    return r, log.read_text().splitlines()
+
+
+def test_install_refuses_a_public_host_without_a_key_in_one_line(bundle, tmp_path):
+    out = dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", tmp_path / "pi4"), log=lambda m: None).out
+    env_file = out / "deploy.env"
+    env_file.write_text(re.sub(r"(?m)^HOST=.*$", "HOST=0.0.0.0", env_file.read_text()))  # edited by hand on the device
+    r, calls = run_install(out, tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("edgeport install: error: Expected an API key to serve on 0.0.0.0") and "--insecure-public" in lines[0]
+    assert calls == [] and not (tmp_path / "prefix").exists()  # refused before anything ran
+    r, calls = run_install(out, tmp_path, "--insecure-public")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: serving on 0.0.0.0 without an API key" in r.stdout
+    assert any(c.startswith("systemctl restart edgeport.service") for c in calls)
+    r, _ = run_install(out, tmp_path, "--bogus")
+    assert r.returncode == 1 and "Received: --bogus" in r.stderr
+
+
+def test_install_puts_the_key_in_0600_for_the_service_user(bundle, tmp_path):
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    out = dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", tmp_path / "pi4", host="0.0.0.0", api_key_file=key), log=lambda m: None).out
+    r, calls = run_install(out, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    prefix = tmp_path / "prefix"
+    assert f"install -m 0600 -o edgeport -g edgeport {out}/api-key {prefix}/api-key" in calls
+    assert (prefix / "api-key").read_text() == KEY + "\n" and (prefix / "api-key").stat().st_mode & 0o777 == 0o600
+    assert any(c.startswith("install -m 0644") and c.endswith("/etc/systemd/system/edgeport.service") for c in calls)
+    assert (prefix / "bundle" / "bundle.json").is_file() and KEY not in r.stdout + r.stderr
+    # a re-deploy without a key (loopback) removes the old key
+    out = dp.deploy(dp.DeployOptions(bundle, "raspberry-pi-4", tmp_path / "pi4"), log=lambda m: None).out
+    r, _ = run_install(out, tmp_path)
+    assert r.returncode == 0 and not (prefix / "api-key").exists()
+
+
+def test_install_without_systemd_prints_the_start_command_with_the_key(bundle, tmp_path):
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    out = dp.deploy(dp.DeployOptions(bundle, "x86-64", tmp_path / "x86", host="0.0.0.0", api_key_file=key), log=lambda m: None).out
+    r, calls = run_install(out, tmp_path, systemd="no")
+    assert r.returncode == 0, r.stdout + r.stderr
+    prefix = tmp_path / "prefix"
+    assert f"--host 0.0.0.0 --port 8080 --api-key-file {prefix}/api-key" in r.stdout
+    assert (prefix / "api-key").stat().st_mode & 0o777 == 0o600 and not any(c.startswith("systemctl") for c in calls)
+
+
 # --------------------------------------------------------------------------- --target
 
 def test_remote_commands_with_rsync(tmp_path):
@@ -243,7 +376,7 @@ def test_remote_commands_fall_back_to_scp(tmp_path):
     cmds = dp.remote_commands(out, "nvidia@orin", have_rsync=False, ssh_options=("-p", "2222"))
     assert cmds == [
         ["ssh", "-p", "2222", "nvidia@orin", "rm -rf edgeport-deploy/orin && mkdir -p edgeport-deploy"],
-        ["scp", "-p", "2222", "-r", "-q", str(out), "nvidia@orin:edgeport-deploy/"],
+        ["scp", "-p", "2222", "-r", "-p", "-q", str(out), "nvidia@orin:edgeport-deploy/"],
         ["ssh", "-p", "2222", "-t", "nvidia@orin", "sudo bash edgeport-deploy/orin/install.sh"],
     ]
 

@@ -1,6 +1,8 @@
 """The command line over the export functions: --device defaults, `edgeport bench`, bare .keras input, exit codes."""
 
 import json
+import re
+import shutil
 
 import pytest
 from conftest import labelled_folder
@@ -99,18 +101,54 @@ def test_bench_puts_bundles_side_by_side(trained_run, int8_bundle, heldout_dir, 
     fp32 = tmp_path / "shapes.tflite-float32"
     export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="float32", images=heldout_dir, out=fp32,
                         verify_size=30), log=lambda m: None)
-    code = main(["bench", str(fp32), str(int8_bundle), "--images", str(heldout_dir), "--threads", "1"])
+    code = main(["bench", str(fp32), str(int8_bundle), "--images", str(heldout_dir), "--threads", "1", "--no-keras"])
     printed = capsys.readouterr().out.splitlines()
     assert code == 0
-    header = next(i for i, l in enumerate(printed) if l.startswith("format"))
-    assert "agreement" in printed[header] and "p95 ms" in printed[header]
+    header = next(i for i, l in enumerate(printed) if l.startswith("bundle"))
+    assert "accuracy" in printed[header] and "agrees w/ first" in printed[header] and "p95 ms" in printed[header]
     rows = printed[header + 1: header + 3]
-    assert rows[0].split()[:2] == ["tflite", "float32"] and rows[1].split()[:2] == ["tflite", "int8"]
+    assert rows[0].split()[:3] == [str(fp32), "tflite", "float32"] and rows[1].split()[:3] == [str(int8_bundle), "tflite", "int8"]
+    recorded = next(i for i, l in enumerate(printed) if l.startswith("recorded at export"))
+    assert recorded > header + 2 and "agreement" in printed[recorded + 1]
 
 
 def test_bench_rows_measure_on_the_same_images(int8_bundle, heldout_dir):
     from exporter.bench import bench
 
-    rows = bench([int8_bundle, int8_bundle], heldout_dir, threads=1, limit=30, log=lambda m: None)
-    assert [r["verification"]["agreement_with_first"] for r in rows] == [1.0, 1.0]
-    assert rows[0]["verification"]["exported_accuracy"] == rows[1]["verification"]["exported_accuracy"] > 0.6
+    rows = bench([int8_bundle, int8_bundle], heldout_dir, threads=1, limit=30, keras=False, log=lambda m: None)
+    assert "agreement_with_first" not in rows[0]["measured"] and rows[1]["measured"]["agreement_with_first"] == 1.0
+    assert rows[0]["measured"]["accuracy"] == rows[1]["measured"]["accuracy"] > 0.6
+    assert rows[0]["measured"]["images"] == 30 and rows[0]["recorded"]["images"] == json.loads(
+        (int8_bundle / "bundle.json").read_text())["verification"]["images"]
+
+
+def mislabelled_copy(heldout_dir, tmp_path, per_class: int = 10):
+    """The held-out images, each class's put in the next class's folder: every label wrong."""
+    classes = sorted(p.name for p in heldout_dir.iterdir() if p.is_dir())
+    root = tmp_path / "mislabelled"
+    for i, name in enumerate(classes):
+        wrong = root / classes[(i + 1) % len(classes)]
+        wrong.mkdir(parents=True)
+        for image in sorted((heldout_dir / name).glob("*.jpg"))[:per_class]:
+            shutil.copy(image, wrong / image.name)
+    return root
+
+
+def test_bench_on_a_mislabelled_folder_reports_the_accuracy_it_measured(int8_bundle, heldout_dir, tmp_path, capsys):
+    from exporter.bench import bench
+
+    recorded = json.loads((int8_bundle / "bundle.json").read_text())["verification"]
+    rows = bench([int8_bundle], mislabelled_copy(heldout_dir, tmp_path), threads=1, log=print)
+    measured = rows[0]["measured"]
+    # The model is ~99% right on these images, so against the wrong folders it scores near 0; the Keras
+    # model it was exported from (the run is here) is measured on the same images, and agrees.
+    assert measured["images"] == measured["labelled"] == 30
+    assert measured["accuracy"] < 0.1 and measured["keras_accuracy"] < 0.1 and measured["agreement_with_keras"] > 0.9
+    assert recorded["exported_accuracy"] > 0.9  # what bundle.json says, from the export's own images
+    out = capsys.readouterr().out
+    measured_part, recorded_part = out.split("recorded at export")
+    lines = measured_part.splitlines()
+    head = re.split(r"\s{2,}", next(l for l in lines if l.startswith("bundle")))
+    cells = dict(zip(head, re.split(r"\s{2,}", next(l for l in lines if l.startswith(str(int8_bundle))))))
+    assert cells["accuracy"] == f"{100 * measured['accuracy']:.1f}%" and cells["keras acc"] == f"{100 * measured['keras_accuracy']:.1f}%"
+    assert f"{100 * recorded['exported_accuracy']:.1f}%" in recorded_part

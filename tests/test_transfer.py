@@ -135,7 +135,7 @@ def test_decision_for_the_shared_sets_matches_the_study(similarity_scores, name,
 def test_quadrant_4_on_tux_paint_reaches_a_logistic_regression_on_the_same_features(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    from trainer.data import load_pixels
+    from trainer.data import Split, load_pixels
 
     result = train(TrainConfig(data_dir=SHARED_DATASETS / "tuxpaint_objects", alpha=0.35, image_size=224,
                                weights="imagenet", out_dir=tmp_path, name="tux", seed=0), **QUIET)
@@ -150,8 +150,8 @@ def test_quadrant_4_on_tux_paint_reaches_a_logistic_regression_on_the_same_featu
 
     model = keras.models.load_model(result.run_dir / "model.keras")
     features = keras.Model(model.inputs, model.get_layer("pool").output)
-    split = json.loads((result.run_dir / "split.json").read_text())
-    (x_tr, y_tr), (x_va, y_va) = (load_pixels([tuple(t) for t in split[p]], 224) for p in ("train", "val"))
+    split = Split.load(result.run_dir / "split.json")
+    (x_tr, y_tr), (x_va, y_va) = (load_pixels(items, 224) for items in (split.train, split.val))
     f_tr, f_va = (features.predict(x.astype("float32"), verbose=0) for x in (x_tr, x_va))
     # Two plain probes, no augmentation: scikit-learn's defaults, and C by 5-fold CV on standardized features.
     from sklearn.linear_model import LogisticRegressionCV

@@ -43,7 +43,10 @@ def cmd_demo_data(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = TrainConfig(**values(TrainConfig, args))
-    from .fit import train  # TensorFlow loads here
+    from exporter.console import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # TensorFlow loads here, without its start-up lines
+    from .fit import train
 
     train(cfg)
     return 0

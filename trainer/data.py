@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge_core.errors import RequestError
 from edge_core.imageio import ALLOWED_FORMATS, decode_to_array
+from exporter.console import steps
+from exporter.run_images import part_items, split_json
 
 from .errors import TrainerError
 
@@ -47,6 +49,8 @@ class Split:
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
     skipped: list[tuple[str, str]]  # (path, why)
+    # The folder each part was scanned from: split.json stores images relative to it (exporter.run_images).
+    roots: dict[str, str] = field(default_factory=dict)
 
     def counts(self, part: str) -> dict[str, int]:
         c = Counter(label for _, label in getattr(self, part))
@@ -56,16 +60,20 @@ class Split:
         counts = [v for v in self.counts("train").values()]
         return max(counts) / max(1, min(counts))
 
-    def to_json(self) -> dict:
-        return {"class_names": self.class_names, "train": self.train, "val": self.val, "skipped": self.skipped}
+    def to_json(self, run_dir: Path) -> dict:
+        return split_json(self.class_names, {"train": self.train, "val": self.val}, self.roots, self.skipped, run_dir)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1))
+        path.write_text(json.dumps(self.to_json(Path(path).parent), indent=1))
 
     @classmethod
-    def load(cls, path: Path) -> "Split":
-        d = json.loads(Path(path).read_text())
-        return cls(d["class_names"], [tuple(x) for x in d["train"]], [tuple(x) for x in d["val"]], [tuple(x) for x in d["skipped"]])
+    def load(cls, path: Path, data: Path | None = None) -> "Split":
+        """The run's split with each image's path found from here (see exporter.run_images.part_items)."""
+        path = Path(path)
+        d = json.loads(path.read_text())
+        train, val = (part_items(d, part, path.parent, data) or [] for part in ("train", "val"))
+        roots = {k: v["absolute"] for k, v in (d.get("roots") or {}).items()}
+        return cls(d["class_names"], train, val, [tuple(x) for x in d["skipped"]], roots)
 
 
 def _check_image(path: Path) -> str | None:
@@ -137,18 +145,16 @@ def make_split(data_dir: Path, val_dir: Path | None = None, val_fraction: float 
         _, val, skipped_val = scan_folder(val_dir, class_names=names)
         if not val:
             raise TrainerError(f"Expected validation images in {val_dir}. Received: none readable")
-        return Split(names, items, val, skipped + skipped_val)
+        return Split(names, items, val, skipped + skipped_val, {"train": str(data_dir), "val": str(val_dir)})
     train, val = stratified_split(items, val_fraction, seed)
-    return Split(names, train, val, skipped)
+    return Split(names, train, val, skipped, {"train": str(data_dir), "val": str(data_dir)})
 
 
 def load_pixels(items, size: int, progress=None, every: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Decode every image once into one uint8 array (the cache the tf.data pipeline reads)."""
     x = np.empty((len(items), size, size, 3), np.uint8)
     y = np.empty((len(items),), np.int32)
-    for i, (path, label) in enumerate(items):
+    for i, (path, label) in enumerate(steps(items, "decoding", progress, every)):
         x[i] = decode_image(path, size)
         y[i] = label
-        if progress and (i + 1) % every == 0:
-            progress(f"decoded {i + 1}/{len(items)} images")
     return x, y

@@ -29,15 +29,17 @@ def int8_features(feature_model, x_calibration: np.ndarray, images: list[np.ndar
     `feature_model`: raw 0-255 pixels -> pooled features (float Keras). Calibrated on up to
     CALIBRATION_IMAGES of `x_calibration`, drawn with `seed`."""
     from edge_core.runtimes import LiteRTRuntime, RuntimeOptions
+    from exporter.console import steps, tensorflow_lines_dropped
     from exporter.to_tflite import convert
 
     t = time.perf_counter()
     pick = np.random.default_rng(seed).permutation(len(x_calibration))[:CALIBRATION_IMAGES]
     with tempfile.TemporaryDirectory(prefix="edgeport-int8-probe-") as tmp:
-        path = convert(feature_model, "int8", Path(tmp) / "features.tflite", x_calibration[np.sort(pick)], Path(tmp),
-                       log=lambda m: None, io_dtype="float32")
+        with tensorflow_lines_dropped():
+            path = convert(feature_model, "int8", Path(tmp) / "features.tflite", x_calibration[np.sort(pick)], Path(tmp),
+                           log=lambda m: None, io_dtype="float32")
         runtime = LiteRTRuntime(path, RuntimeOptions(threads=threads))
-        out = [np.concatenate([runtime.run(x[i : i + 1]) for i in range(len(x))]) if len(x) else
+        out = [np.concatenate([runtime.run(x[i : i + 1]) for i in steps(range(len(x)), "int8 features")]) if len(x) else
                np.zeros((0, feature_model.output_shape[-1]), np.float32) for x in images]
     seconds = time.perf_counter() - t
     log(f"[int8] the frozen base quantized as the exporter will, features of {sum(len(x) for x in images)} images "

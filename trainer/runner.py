@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
+
+from exporter.console import fit_display, predict, steps
 
 from .distributed import distributed_fit
 from .evaluation import predicted_labels
@@ -18,10 +19,6 @@ from .input_pipeline import (
     make_dataset,
 )
 from .phases import HeadPhase, ImagePhase, Phase, blocks_for, epochs_for, holds
-
-
-def _keras_verbose() -> int:
-    return 1 if sys.stdout.isatty() else 2  # 2: one line per epoch in logs and CI
 
 
 class PhaseRunner:
@@ -64,9 +61,12 @@ class PhaseRunner:
                          epochs_for(phase, self.cfg), self.decision.augment, guard=holds(phase.guard, self.decision))
 
     def _callbacks(self):
+        """Early stopping, and the epoch display: tqdm's bars on a terminal, else one line per epoch (Keras')."""
         import keras
 
-        return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.cfg.patience, restore_best_weights=True)]
+        display, verbose = fit_display()
+        return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.cfg.patience, restore_best_weights=True),
+                *display], verbose
 
     def _compile(self, model, lr):
         import keras
@@ -97,8 +97,9 @@ class PhaseRunner:
                 start_weights = self.model.get_weights()
                 start_loss = float(self.model.evaluate(val_ds, verbose=0)[0])
             # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+            callbacks, verbose = self._callbacks()
             history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False, class_weight=self.class_weight,
-                                     callbacks=self._callbacks(), verbose=_keras_verbose()).history
+                                     callbacks=callbacks, verbose=verbose).history
         kept = True
         if start_loss is not None and min(history.get("val_loss", [np.inf])) >= start_loss:
             self.model.set_weights(start_weights)
@@ -114,15 +115,15 @@ class PhaseRunner:
         t = time.perf_counter()
         self.log(f"[features] extracting features of {len(self.x_tr)} training and {len(self.x_va)} validation images")
         bs = max(cfg.batch_size, 64)
-        f_tr = [self.features.predict(self.x_tr.astype(np.float32), batch_size=bs, verbose=0)]
+        f_tr = [predict(self.features, self.x_tr.astype(np.float32), bs, "features: training")]
         if augmented_views:
             aug = augmenter(cfg.seed)
             for view in range(cfg.augment_views):
                 ds = make_dataset(self.x_tr, self.y_tr, bs, shuffle=False, augment=False, seed=cfg.seed)
-                views = [self.features.predict_on_batch(aug(a, training=True)) for a, _ in ds]
-                f_tr.append(np.concatenate(views))
+                batches = steps(ds, f"features: augmented view {view + 1}/{cfg.augment_views}", total=-(-len(self.x_tr) // bs), unit="batch")
+                f_tr.append(np.concatenate([self.features.predict_on_batch(aug(a, training=True)) for a, _ in batches]))
                 self.log(f"[features] augmented view {view + 1}/{cfg.augment_views}")
-        f_va = self.features.predict(self.x_va.astype(np.float32), batch_size=bs, verbose=0)
+        f_va = predict(self.features, self.x_va.astype(np.float32), bs, "features: validation")
         y_tr = np.concatenate([self.y_tr] * len(f_tr))
         self.phases.append({"phase": "feature extraction", "seconds": round(time.perf_counter() - t, 2), "views": len(f_tr)})
         return np.concatenate(f_tr), y_tr, f_va
@@ -133,8 +134,9 @@ class PhaseRunner:
         self.log(f"[head] fitting the head on {len(f_tr)} cached feature vectors, lr={lr:g}")
         train_ds, val_ds = feature_datasets(f_tr, y_tr, f_va, self.y_va, self.cfg.batch_size, self.cfg.seed)
         t = time.perf_counter()
+        callbacks, verbose = self._callbacks()
         hist = self.head.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False, class_weight=self.class_weight,
-                             callbacks=self._callbacks(), verbose=_keras_verbose())
+                             callbacks=callbacks, verbose=verbose)
         self._record("head (cached features)", hist.history, lr, time.perf_counter() - t)
 
     def solve_linear_head(self, f_tr, y_tr, f_va) -> None:
@@ -174,7 +176,7 @@ class PhaseRunner:
         if self.cfg.head != "svm":
             return self.model, {}
         t = time.perf_counter()
-        f_tr = self.features.predict(self.x_tr.astype(np.float32), batch_size=64, verbose=0)
+        f_tr = predict(self.features, self.x_tr.astype(np.float32), 64, "features: training")
         W, b, C, cv, _ = fit_linear_svm(f_tr, self.y_tr, seed=self.cfg.seed, log=self.log)
         head = svm_head(W, b, self.n_classes)
         model, self.features = assemble(self.spec, self.base, head, self.x_tr.shape[1])

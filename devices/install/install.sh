@@ -2,7 +2,10 @@
 # Installs an edgeport deploy folder on the device it was made for: a venv with
 # the pinned edge runtime (never TensorFlow), the edgeport wheel from this
 # folder, the bundle, and the systemd service; then waits until the server says
-# it is ready. Run it as root from anywhere:  sudo bash install.sh
+# it is ready. Run it as root from anywhere:  sudo bash install.sh [--insecure-public]
+#
+# A HOST beyond loopback without an API key is refused unless deploy.env says
+# INSECURE_PUBLIC=yes (edgeport deploy --insecure-public) or --insecure-public is given.
 #
 # Settings come from deploy.env beside this script; the environment overrides:
 #   EDGEPORT_PREFIX   where to install (default /opt/edgeport)
@@ -18,9 +21,39 @@ source "$HERE/deploy.env"
 PREFIX=${EDGEPORT_PREFIX:-$PREFIX}
 PYTHON=${EDGEPORT_PYTHON:-$PYTHON}
 SYSTEMD=${EDGEPORT_SYSTEMD:-auto}
+API_KEY_FILE=${API_KEY_FILE:-}
+INSECURE_PUBLIC=${INSECURE_PUBLIC:-no}
 
 say() { printf 'edgeport install: %s\n' "$*"; }
 die() { printf 'edgeport install: error: %s\n' "$*" >&2; exit 1; }
+
+for arg in "$@"; do
+    case "$arg" in
+        --insecure-public) INSECURE_PUBLIC=yes ;;
+        *) die "Expected no argument or --insecure-public. Received: $arg" ;;
+    esac
+done
+
+# Before anything is installed: a model open to the network needs a key, or to be told so.
+is_loopback() { case "$1" in 127.*|::1|localhost) return 0 ;; *) return 1 ;; esac; }
+if ! is_loopback "$HOST" && [ -z "$API_KEY_FILE" ]; then
+    [ "$INSECURE_PUBLIC" = yes ] || die "Expected an API key to serve on $HOST (beyond this device). Received: none; redeploy with --api-key-file FILE, or run: sudo bash $0 --insecure-public"
+    say "warning: serving on $HOST without an API key (--insecure-public): anyone who can reach it can use the model"
+fi
+if [ -n "$API_KEY_FILE" ] && [ ! -s "$HERE/$API_KEY_FILE" ]; then
+    die "Expected the API key file $HERE/$API_KEY_FILE. Received: missing or empty (copy the whole deploy folder)"
+fi
+# The key goes in after the rest (chmod a+rX must never reach it); with none, an earlier one is removed.
+install_key() {  # $1: owner, $2: group
+    if [ -n "$API_KEY_FILE" ]; then
+        install -m 0600 -o "$1" -g "$2" "$HERE/$API_KEY_FILE" "$PREFIX/api-key"
+        say "API key installed: $PREFIX/api-key (mode 0600, owner $1)"
+    else
+        rm -f "$PREFIX/api-key"
+    fi
+}
+KEY_ARGS=""
+[ -n "$API_KEY_FILE" ] && KEY_ARGS=" --api-key-file $PREFIX/api-key"
 
 if [ "$SYSTEMD" = auto ]; then
     # systemd is usable only when it is PID 1 (not in a chroot or most containers).
@@ -62,8 +95,9 @@ cp "$HERE/README.md" "$PREFIX/README.md"
 
 URL="http://127.0.0.1:$PORT"
 if [ "$SYSTEMD" = no ]; then
+    install_key "$(id -un)" "$(id -gn)"
     say "installed; systemd not used here. Start the server by hand:"
-    say "  $PREFIX/venv/bin/edgeport serve $PREFIX/bundle --device $DEVICE --host $HOST --port $PORT"
+    say "  $PREFIX/venv/bin/edgeport serve $PREFIX/bundle --device $DEVICE --host $HOST --port $PORT$KEY_ARGS"
     exit 0
 fi
 
@@ -74,7 +108,9 @@ for g in $SERVICE_GROUPS; do
     getent group "$g" >/dev/null && usermod -a -G "$g" "$SERVICE_USER"
 done
 # The service user reads the install; root keeps ownership so the service cannot rewrite its code.
+rm -f "$PREFIX/api-key"  # the earlier key, before chmod could open it to all
 chmod -R a+rX "$PREFIX"
+install_key "$SERVICE_USER" "$SERVICE_USER"
 
 install -m 0644 "$HERE/$UNIT_NAME" "/etc/systemd/system/$UNIT_NAME"
 systemctl daemon-reload

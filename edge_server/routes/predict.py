@@ -1,17 +1,23 @@
-"""`POST /predict`: raw image bytes or a multipart field `image`; `?top_k=`."""
+"""`POST /predict`: raw image bytes or a multipart field `image`; `?top_k=`.
+
+A raw body is taken by its bytes: under any Content-Type, bytes that start like an image are one.
+"""
 
 from __future__ import annotations
 
 from flask import jsonify, request
+
+from edge_core.imageio import sniff_image
 
 from ..errors import ApiError
 from .table import Route
 
 # Content type a raw body may carry -> whether the API documents it (the OpenAPI document and the 415
 # message list those). The image's real format is read from its bytes (and checked against
-# imageio.ALLOWED_FORMATS), so these only turn away bodies that say they are something else. Accepted
-# but not documented: aliases some clients send, and x-www-form-urlencoded, which is what
-# `curl --data-binary @photo.jpg` sends when no -H is given.
+# imageio.ALLOWED_FORMATS). Accepted but not documented: aliases some clients send, and
+# x-www-form-urlencoded, which is what `curl --data-binary @photo.jpg` sends when no -H is given.
+# Under any other type a body is still taken when its bytes start like an image (imageio.sniff_image):
+# HTTPie sends stdin as application/json. Any other body under another type (JSON, text) is a 415.
 RAW_TYPES = {
     "image/jpeg": True, "image/png": True, "image/webp": True, "image/bmp": True, "application/octet-stream": True,
     "image/jpg": False, "image/x-ms-bmp": False, "application/x-www-form-urlencoded": False, "": False,
@@ -27,10 +33,11 @@ def image_bytes_from_request() -> bytes:
             got = sorted(request.files) or "no file fields"
             raise ApiError(400, f"Expected a multipart file field named 'image'. Received: {got}")
         return f.read()
-    if ctype not in RAW_TYPES:
+    data = request.get_data(cache=False)
+    if ctype not in RAW_TYPES and sniff_image(data) is None:
         listed = f"{', '.join(DOCUMENTED_RAW_TYPES[:-1])} or {DOCUMENTED_RAW_TYPES[-1]}"
         raise ApiError(415, f"Expected image bytes ({listed}) or multipart/form-data. Received: Content-Type {ctype}")
-    return request.get_data(cache=False)
+    return data
 
 
 def parse_top_k(default: int = 5) -> int | None:
