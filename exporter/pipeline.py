@@ -21,6 +21,7 @@ from edge_core.bundle import write_bundle
 from edge_core.imageio import DEFAULT_MAX_PIXELS
 
 from . import calibration as calib
+from . import quant_recipe
 from .bias_correction import corrected_bias, feature_shift, linear_head
 from .console import import_tensorflow_quietly, tensorflow_lines_dropped
 from .errors import ExportError, VerificationError
@@ -199,23 +200,28 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
 
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
-        model_file = workdir / f"model{fmt_spec.suffix}"
-        correction = None
-        if precision == "int8" and (linear := linear_head(model)) is not None:
-            with tensorflow_lines_dropped():
-                shift = feature_shift(linear[0], converter_function(fmt), fmt, x_cal, workdir / "bias-correction", threads)
-                with corrected_bias(linear[1], shift) as logit_shift:
-                    converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
-            correction = {"layer": linear[1].name, "images": len(x_cal), "mean_abs_logit_shift": round(logit_shift, 4)}
-            log(f"bias correction: the int8 base shifts the head's logits by {logit_shift:.3f} on average over "
-                f"{len(x_cal)} calibration images; subtracted from the int8 file's {linear[1].name!r} bias")
-        else:
-            with tensorflow_lines_dropped():
-                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype)
-        log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
-            f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}")
-        figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
-                                paths=[p for p, _ in verify_items], reference=source.reference)
+        # int8 of a known backbone: all-int8 first; its float-island variant only when all-int8 falls
+        # short of the goal (exporter/quant_recipe.py). Each is converted and verified; the table is kept.
+        candidates = quant_recipe.variants(model) if precision == "int8" else [(precision, ())]
+        tried = []
+        for i, (variant, keep_float) in enumerate(candidates):
+            vdir = workdir / f"variant-{i}"
+            vdir.mkdir()
+            model_file = vdir / f"model{fmt_spec.suffix}"
+            correction = _convert(model, fmt, precision, model_file, x_cal, vdir, io_dtype, keep_float, threads, log)
+            log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
+                f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}"
+                + (f" ({variant})" if len(candidates) > 1 else ""))
+            figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
+                                    paths=[p for p, _ in verify_items], reference=source.reference)
+            tried.append({"variant": variant, "float_layers": list(keep_float), "model_file": model_file,
+                          "figures": figures, "correction": correction})
+            if figures["top1_agreement"] >= quant_recipe.AGREEMENT_GOAL:
+                break
+        chosen = quant_recipe.choose(tried)
+        model_file, figures, correction = chosen["model_file"], chosen["figures"], chosen["correction"]
+        if len(tried) > 1:
+            log(variants_table(tried, chosen))
         log(table([{"format": fmt, "precision": precision, "verification": figures}]))
         fd = figures["fast_decode"]
         log("fast decoding: " + (fd["note"] if fd["top1_agreement"] is None else
@@ -235,6 +241,12 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         meta["export"]["io_dtype"] = io_dtype
         if correction:
             meta["export"]["bias_correction"] = correction
+        if precision == "int8":
+            meta["export"]["float_layers"] = chosen["float_layers"]
+            meta["export"]["int8_variants"] = [
+                {"variant": t["variant"], "float_layers": t["float_layers"], "top1_agreement": t["figures"]["top1_agreement"],
+                 "exported_accuracy": t["figures"].get("exported_accuracy"), "latency_ms_p50": t["figures"]["latency_ms"]["p50"],
+                 "chosen": t is chosen} for t in tried]
         if pre is not None:
             meta["source"]["preprocessing"] = pre.to_dict() | {"folded_into_graph": True}
         write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
@@ -247,6 +259,36 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             shutil.rmtree(source.workdir, ignore_errors=True)
     log(f"bundle saved: {out}")
     return ExportResult(out, meta)
+
+
+def _convert(model, fmt, precision, model_file: Path, x_cal, workdir: Path, io_dtype, keep_float, threads, log):
+    """Convert once; for int8 of a linear head, with last-layer bias correction. Returns the correction's record or None."""
+    if precision == "int8" and (linear := linear_head(model)) is not None:
+        with tensorflow_lines_dropped():
+            convert_features = functools.partial(converter_function(fmt), keep_float=keep_float)
+            shift = feature_shift(linear[0], convert_features, fmt, x_cal, workdir / "bias-correction", threads)
+            with corrected_bias(linear[1], shift) as logit_shift:
+                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype, keep_float=keep_float)
+        log(f"bias correction: the int8 base shifts the head's logits by {logit_shift:.3f} on average over "
+            f"{len(x_cal)} calibration images; subtracted from the int8 file's {linear[1].name!r} bias")
+        return {"layer": linear[1].name, "images": len(x_cal), "mean_abs_logit_shift": round(logit_shift, 4)}
+    with tensorflow_lines_dropped():
+        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype, keep_float=keep_float)
+    return None
+
+
+def variants_table(tried: list[dict], chosen: dict) -> str:
+    """The int8 variants measured on the held-out images, and which one is published."""
+    base = tried[0]["figures"]["latency_ms"]["p50"]
+    lines = [f"int8 variants (the first to agree on {100 * quant_recipe.AGREEMENT_GOAL:.0f}% is published, else the best):",
+             f"  {'variant':<20} {'agreement':>9} {'accuracy':>9} {'p50 ms':>8} {'vs all-int8':>11}"]
+    for t in tried:
+        f = t["figures"]
+        acc = "-" if f.get("exported_accuracy") is None else f"{100 * f['exported_accuracy']:.1f}%"
+        p50 = f["latency_ms"]["p50"]
+        lines.append(f"  {t['variant']:<20} {100 * f['top1_agreement']:>8.1f}% {acc:>9} {p50:>8.2f} {p50 / base:>10.2f}x"
+                     + ("  <- published" if t is chosen else ""))
+    return "\n".join(lines)
 
 
 def changed_answers(figures: dict) -> str:

@@ -6,7 +6,9 @@ cross-layer equalization remove it; keeping four early ops in float removes most
 block's depthwise and projection and the 1x1 expansions of blocks 1 and 2, so the 8-channel 112x112
 bottleneck between block 0 and block 1, where the error starts, is never rounded to int8. Measured at 224 px on the shared sets (real ImageNet weights, default runs): the val answers
 that change fall from 10.8% to 4.2% on openclipart_objects and from 9.9% to 3.3% on Tux Paint; the
-price is 1.1-1.3x the all-int8 latency on a 2-core EPYC (docs/export.md). An empty table entry turns it off.
+price is 1.1-1.3x the all-int8 latency on a 2-core EPYC (docs/export.md). So it is a measured choice,
+not a default: an int8 export converts all-int8 first and tries the float islands only when all-int8
+agrees with the reference on fewer than AGREEMENT_GOAL of the held-out images (`choose`).
 
 A backbone's layers are found by their Keras application names; a model without all of them (another
 backbone, a bring-your-own model) is exported all-int8. Only CPU profiles use int8 here, so a
@@ -40,10 +42,28 @@ def float_layers(model) -> tuple[str, ...]:
     return ()
 
 
+# All-int8 is published when it agrees this well; below it, the float-island variant is measured too.
+AGREEMENT_GOAL = 0.97
+
+
+def variants(model) -> list[tuple[str, tuple[str, ...]]]:
+    """The int8 variants an export may measure, cheapest first: (name, layers kept in float)."""
+    layers = float_layers(model)
+    return [("all int8", ())] + ([("early layers float", layers)] if layers else [])
+
+
+def choose(tried: list[dict]) -> dict:
+    """The first variant (cheapest) that reaches AGREEMENT_GOAL, else the one that agrees best (on a tie
+    the cheaper). Each entry carries its verification `figures`."""
+    agreement = lambda t: t["figures"]["top1_agreement"]
+    return next((t for t in tried if agreement(t) >= AGREEMENT_GOAL), None) or max(tried, key=agreement)
+
+
 def _owns(tensor_name: str, layer: str) -> bool:
-    # The converter names a fused op's output after its last Keras op ("...;model/backbone/block_1_expand_BN/
-    # batchnorm/sub1"): the layer is a path component, or its prefix before "_BN"/"_relu".
-    last = tensor_name.split(";")[-1]
+    # The converter names a fused op's output after its Keras ops joined by ";", last op last
+    # ("...;model/backbone/block_1_expand_BN/batchnorm/sub1"), sometimes with a bare suffix after it
+    # (";1"): the layer is a path component of the last named op, or its prefix before "_BN"/"_relu".
+    last = next((part for part in reversed(tensor_name.split(";")) if "/" in part), "")
     return f"/{layer}/" in last or f"/{layer}_" in last
 
 

@@ -14,16 +14,17 @@ import numpy as np
 from .console import steps
 from .errors import ExportError
 from .graph import INPUT_NAME, OUTPUT_NAME, serving_function, signature
-from .quant_recipe import float_layers, onnx_nodes
+from .quant_recipe import onnx_nodes
 
 OPSET = 17
 
 
 def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
-            io_dtype: str = "float32") -> Path:
+            io_dtype: str = "float32", keep_float: tuple[str, ...] = ()) -> Path:
+    """`keep_float`: int8 only, Keras layers whose nodes stay float (exporter/quant_recipe.py)."""
     fp32 = workdir / "model.fp32.onnx"
     frozen_to_onnx(model, fp32)
-    extra = {"keep_float": float_layers(model)} if precision == "int8" else {}
+    extra = {"keep_float": keep_float} if precision == "int8" else {}
     STEPS[precision](fp32, out_path, calibration, workdir, log, **extra)
     check_graph(out_path)
     return out_path

@@ -9,7 +9,7 @@ import numpy as np
 from .console import steps
 from .errors import ExportError
 from .graph import INPUT_NAME, write_saved_model
-from .quant_recipe import float_layers, tflite_nodes
+from .quant_recipe import tflite_nodes
 
 # The converter's knobs per precision, as data. "int8" is full integer: every
 # op must have an int8 kernel (TFLITE_BUILTINS_INT8), or conversion fails
@@ -24,7 +24,8 @@ RECIPES = {
 
 
 def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
-            io_dtype: str = "float32") -> Path:
+            io_dtype: str = "float32", keep_float: tuple[str, ...] = ()) -> Path:
+    """`keep_float`: int8 only, Keras layers whose ops stay float (exporter/quant_recipe.py)."""
     import tensorflow as tf
 
     recipe = RECIPES[precision]
@@ -43,8 +44,8 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
         # float32: the file quantizes on its own input and dequantizes its output.
         conv.inference_input_type = conv.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         conv.representative_dataset = _representative(calibration, log)
-        if layers := float_layers(model):
-            out_path.write_bytes(_quantize_with_float_layers(conv, layers, io_dtype, log))
+        if keep_float:
+            out_path.write_bytes(_quantize_with_float_layers(conv, keep_float, io_dtype, log))
             check_builtin_ops(out_path)
             return out_path
     out_path.write_bytes(conv.convert())

@@ -1,4 +1,5 @@
-"""int8 exports of a MobileNetV2 model keep exactly the recipe's early layers in float, and nothing else."""
+"""int8 exports of a MobileNetV2 model: the float-island variant keeps exactly the recipe's early layers in float,
+and an export measures it only when all-int8 falls short of the agreement goal."""
 
 import json
 
@@ -7,20 +8,57 @@ import numpy as np
 from exporter.quant_recipe import FLOAT_LAYERS, float_layers, onnx_nodes
 
 
-def test_int8_tflite_keeps_the_recipe_layers_float(int8_bundle):
+def _float_convs(path) -> list[str]:
     from edge_core.runtimes import find_litert_interpreter
 
-    meta = json.loads((int8_bundle / "bundle.json").read_text())
     Interpreter, _ = find_litert_interpreter()
-    interp = Interpreter(model_path=str(int8_bundle / meta["model_file"]))
+    interp = Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     convs = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    in_float = [tensors[op["outputs"][0]]["name"] for op in convs if tensors[op["outputs"][0]]["dtype"] == np.float32]
-    layers = FLOAT_LAYERS["mobilenet_v2"]
+    assert len(convs) > 10 * len(FLOAT_LAYERS["mobilenet_v2"])  # the rest of the graph stays int8
+    return [tensors[op["outputs"][0]]["name"] for op in convs if tensors[op["outputs"][0]]["dtype"] == np.float32]
+
+
+def test_int8_tflite_keeps_exactly_the_named_layers_float(tmp_path):
+    import keras
+
+    from exporter.to_tflite import convert
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.float32)
+    layers = float_layers(model)
+    assert _float_convs(convert(model, "int8", tmp_path / "all.tflite", x, tmp_path / "a", log=lambda m: None, io_dtype="uint8")) == []
+    in_float = _float_convs(convert(model, "int8", tmp_path / "islands.tflite", x, tmp_path / "b", log=lambda m: None,
+                                    io_dtype="uint8", keep_float=layers))
     assert len(in_float) == len(layers), in_float
-    assert all(any(f"/{lay}_" in name.split(";")[-1] for name in in_float) for lay in layers), in_float
-    assert len(convs) > 10 * len(layers)  # the rest of the graph stays int8
-    assert meta["input"]["dtype"] == "uint8"
+    assert all(any(f"/{lay}_" in name for name in in_float) for lay in layers), in_float
+
+
+def test_export_measures_the_float_islands_only_below_the_goal(trained_run, heldout_dir, tmp_path, monkeypatch):
+    """All-int8 first; below the goal the float-island variant is converted and verified too, the better
+    one is published and both are recorded (the goal is raised past 100% here to force the second)."""
+    from exporter import ExportConfig, export, quant_recipe
+
+    lines = []
+    monkeypatch.setattr(quant_recipe, "AGREEMENT_GOAL", 1.01)
+    meta = export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="int8", images=heldout_dir,
+                               out=tmp_path / "b", min_agreement=0.0), log=lines.append).meta
+    tried = meta["export"]["int8_variants"]
+    assert [t["variant"] for t in tried] == ["all int8", "early layers float"]
+    best = max(tried, key=lambda t: t["top1_agreement"])
+    assert [t["chosen"] for t in tried] == [t is best for t in tried]
+    assert meta["export"]["float_layers"] == best["float_layers"]
+    assert meta["verification"]["top1_agreement"] == best["top1_agreement"]
+    assert any(line.startswith("int8 variants") for line in lines)
+    model_file = json.loads((tmp_path / "b" / "bundle.json").read_text())["model_file"]
+    assert len(_float_convs(tmp_path / "b" / model_file)) == len(best["float_layers"])
+
+    monkeypatch.setattr(quant_recipe, "AGREEMENT_GOAL", 0.0)  # all-int8 is enough: nothing else is converted
+    meta = export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="int8", images=heldout_dir,
+                               out=tmp_path / "c", min_agreement=0.0), log=lambda m: None).meta
+    assert [t["variant"] for t in meta["export"]["int8_variants"]] == ["all int8"]
+    assert meta["export"]["float_layers"] == []
 
 
 def test_float_layers_only_for_a_backbone_the_recipe_names():
