@@ -149,10 +149,12 @@ def quiet_tensorflow(verbose: bool = False, progress: bool = False) -> None:
     import os
     import warnings
 
+    from edge_core.progress import PROGRESS_ENV, VERBOSE_ENV
+
     if progress:
-        os.environ["EDGEPORT_PROGRESS"] = "1"
+        os.environ[PROGRESS_ENV] = "1"
     if verbose:
-        os.environ["EDGEPORT_VERBOSE"] = "1"
+        os.environ[VERBOSE_ENV] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated.*")

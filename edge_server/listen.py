@@ -1,7 +1,7 @@
 """The listening sockets, bound before the model loads: a taken port is one line, before any "ready".
 
 waitress binds only when its server is made, after the model has loaded, warmed and
-been announced; a busy port then surfaced as a traceback after the "ready" line. Here
+been announced, so a busy port would show as a traceback after the "ready" line. Here
 the sockets are bound and listening first (so a second server starting at the same
 moment cannot take the port between the check and the start), and handed to waitress
 (`sockets=`). Connections made while the model loads wait in the listen backlog.

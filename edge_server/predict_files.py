@@ -17,12 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_core.errors import RequestError
+from edge_core.errors import EdgeError, RequestError
+from edge_core.imageio import ALLOWED_FORMATS, sniff_image
+from edge_core.progress import asked_progress
 
 # What a folder walk takes by name; any other file is taken when its first bytes are an image's.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp"}
-# The formats the decoder accepts (edge_core.imageio.ALLOWED_FORMATS), by their first bytes.
-MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP"}
 GLOB_CHARS = set("*?[")
 # A progress bar on a terminal from this many images on: fewer finish before a bar says anything.
 PROGRESS_MIN = 20
@@ -58,7 +58,7 @@ def looks_like_image(path: Path) -> bool:
             head = f.read(12)
     except OSError:
         return False
-    return any(head.startswith(m) for m in MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return sniff_image(head) in ALLOWED_FORMATS
 
 
 def _walk(root: Path) -> list[Path]:
@@ -188,7 +188,7 @@ class Table:
     def header(self) -> str:
         cols = ["image".ljust(self.image_w), "label".ljust(self.label_w), "score "]
         if self.labelled:
-            cols.append("folder".ljust(self.label_w + 2))
+            cols.append("folder".ljust(self.label_w + 3))  # a row's folder cell carries " ok" / " x"
         return "  ".join([*cols, "next"]).rstrip()
 
     def row(self, r: Result) -> str:
@@ -231,8 +231,6 @@ class Output:
         if target == "-":
             self.stream, self.tmp = sys.stdout, None
         else:
-            from edge_core.errors import EdgeError
-
             dest = Path(target)
             self.tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
             try:
@@ -256,8 +254,6 @@ class Output:
 def check_outputs(json_to: str | None, csv_to: str | None, items: list[Item]) -> None:
     """Refuse, before anything runs, an output that would overwrite an input or a folder, or two streams on stdout.
     `--json` takes an optional file name, so `--json a.jpg b.jpg` would read a.jpg as the output."""
-    from edge_core.errors import EdgeError
-
     if json_to == "-" and csv_to == "-":
         raise EdgeError("Expected at most one of --json and --csv on stdout (-). Received: both; give the other a file name")
     inputs = {i.path.resolve() for i in items}
@@ -277,8 +273,6 @@ def run(svc, arguments: list, top_k: int = 3, json_to: str | None = None, csv_to
         out=None, err=None, progress: bool | None = None) -> int:
     """Classify every image the arguments name and write the table, JSON lines and/or CSV; 0, or 2 when
     any argument or image failed (the others are still classified and written)."""
-    from edge_core.errors import EdgeError
-
     out = out or sys.stdout
     err = err or sys.stderr
     if top_k < 1:
@@ -292,6 +286,8 @@ def run(svc, arguments: list, top_k: int = 3, json_to: str | None = None, csv_to
     table = Table(items, svc.labels) if "-" not in (json_to, csv_to) else None
     # The summary follows the table; when stdout carries JSON or CSV it goes to stderr, out of the data.
     summary_to = out if table is not None else err
+    if progress is None:  # --progress / EDGEPORT_PROGRESS decide; else a terminal and enough images
+        progress = asked_progress()
     if progress is None:
         progress = len(items) >= PROGRESS_MIN and err.isatty()
     outputs: dict[str, Output] = {}
@@ -318,7 +314,7 @@ def run(svc, arguments: list, top_k: int = 3, json_to: str | None = None, csv_to
             print(table.header(), file=out)
         results = classify(svc, items, top_k, emit, progress)
         # One image's row says all there is; a summary line would only repeat it (and a one-image
-        # --json stays the single line it has always been).
+        # --json is one line, what scripts that read a single answer expect).
         summary = summarise(results) if len(results) > 1 else {"images": 1, "errors": int(results[0].error is not None)}
         if "json" in outputs and "accuracy" in summary:
             print(json.dumps({"summary": summary}), file=outputs["json"].stream)

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from devices.api_key import is_loopback
 from edge_core.service import ModelService
 
 from .settings import ServerSettings
@@ -35,12 +36,9 @@ def configure_logging() -> None:
             logger.propagate = False
 
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
 def exposure_warning(settings: ServerSettings) -> str | None:
     """A warning for a server anyone on the network can call without a key, or None."""
-    if settings.host in LOOPBACK or settings.host.startswith("127.") or settings.api_key:
+    if is_loopback(settings.host) or settings.api_key:
         return None
     return (f"edgeport: warning: listening on {settings.host} without an API key: anyone who can reach this "
             "address can use the model. Add --api-key-file FILE, or bind 127.0.0.1 behind a reverse proxy.")

@@ -61,7 +61,7 @@ def source_reference(meta: dict):
         return None, f"source {path} has changed since the export (sha256 differs)"
     if importlib.util.find_spec("keras") is None:
         return None, "Keras is not installed (pip install 'edgeport[train]')"
-    from .pipeline import import_tensorflow_quietly
+    from .console import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     model = ModelSource(path, list(meta.get("labels") or []), kind=kind).load_model()

@@ -12,8 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
-PROGRESS_ENV = "EDGEPORT_PROGRESS"  # "1": bars even when stderr is not a terminal; "0": never
-VERBOSE_ENV = "EDGEPORT_VERBOSE"  # "1": TensorFlow's start-up lines and Python warnings as TensorFlow prints them
+from edge_core.progress import PROGRESS_ENV, VERBOSE_ENV, asked_progress  # noqa: F401 (PROGRESS_ENV: tests, callers)
 
 
 _terminal: tuple = (None, None)  # (the sys.stderr it was made for, a stream on a copy of its fd)
@@ -34,9 +33,8 @@ def terminal():
 
 
 def progress_enabled() -> bool:
-    asked = os.environ.get(PROGRESS_ENV, "")
-    if asked in ("0", "1"):
-        return asked == "1"
+    if (asked := asked_progress()) is not None:
+        return asked
     try:
         return terminal().isatty()
     except (AttributeError, ValueError):  # a closed or replaced stderr

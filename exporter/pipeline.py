@@ -208,12 +208,19 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             vdir = workdir / f"variant-{i}"
             vdir.mkdir()
             model_file = vdir / f"model{fmt_spec.suffix}"
-            correction = _convert(model, fmt, precision, model_file, x_cal, vdir, io_dtype, keep_float, threads, log)
-            log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
-                f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}"
-                + (f" ({variant})" if len(candidates) > 1 else ""))
-            figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
-                                    paths=[p for p, _ in verify_items], reference=source.reference)
+            try:
+                correction = _convert(model, fmt, precision, model_file, x_cal, vdir, io_dtype, keep_float, threads, log)
+                log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
+                    f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}"
+                    + (f" ({variant})" if len(candidates) > 1 else ""))
+                figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
+                                        paths=[p for p, _ in verify_items], reference=source.reference,
+                                        max_pixels=cfg.max_pixels)
+            except ExportError as e:
+                if not tried:  # the first variant is the export itself
+                    raise
+                log(f"int8 variant {variant!r} skipped: {e}")  # a second try that fails leaves the first standing
+                break
             tried.append({"variant": variant, "float_layers": list(keep_float), "model_file": model_file,
                           "figures": figures, "correction": correction})
             if figures["top1_agreement"] >= quant_recipe.AGREEMENT_GOAL:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_core.errors import RequestError
-from edge_core.imageio import decode_to_array, open_image, reduced_scale
+from edge_core.imageio import DEFAULT_MAX_PIXELS, decode_to_array, open_image, reduced_scale
 from edge_core.runtimes import RuntimeOptions, open_runtime
 from edge_core.service import to_probabilities
 
@@ -62,7 +62,7 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
     return float((probs[known].argmax(1) == y[known]).mean()) if known.any() else None
 
 
-def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
+def fast_decode_check(rt, paths: list, size: int, activation: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
     """Top-1 agreement of the exported model between exact and reduced-scale ("fast") JPEG decoding.
 
     Counted only on the images fast decoding actually reduces (JPEGs at least twice the input size
@@ -72,9 +72,9 @@ def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
     for p in paths:
         try:
             data = Path(p).read_bytes()
-            if reduced_scale(open_image(data), size) == 1:
+            if reduced_scale(open_image(data, max_pixels, size=size), size) == 1:
                 continue
-            pair = np.stack([decode_to_array(data, size), decode_to_array(data, size, fast=True)])
+            pair = np.stack([decode_to_array(data, size, max_pixels), decode_to_array(data, size, max_pixels, fast=True)])
         except (OSError, RequestError):  # load_images already skipped (and said) what does not read or decode
             continue
         probs = runtime_probabilities(rt, pair, activation)
@@ -87,7 +87,8 @@ def fast_decode_check(rt, paths: list, size: int, activation: str) -> dict:
 
 
 def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, activation: str, threads: int = 2,
-                  latency_runs: int = 30, paths: list | None = None, reference=None) -> dict:
+                  latency_runs: int = 30, paths: list | None = None, reference=None,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
     """`reference`: raw pixels -> scores of the source itself (ONNX Runtime for an ONNX source); default the Keras model."""
     raw = reference(x) if reference is not None else predict(model, x.astype(np.float32), 32, "verify: Keras")
     ref = to_probabilities(raw, activation)
@@ -111,7 +112,7 @@ def verify_export(model, path: Path, fmt: str, x: np.ndarray, y: np.ndarray, act
         "threads": threads,
         "runtime": rt.backend,
         "reference": "onnxruntime (the source file)" if reference is not None else "keras",
-        "fast_decode": fast_decode_check(rt, paths or [], x.shape[1], activation),
+        "fast_decode": fast_decode_check(rt, paths or [], x.shape[1], activation, max_pixels),
     }
 
 
