@@ -54,11 +54,18 @@ def test_export_measures_the_float_islands_only_below_the_goal(trained_run, held
     model_file = json.loads((tmp_path / "b" / "bundle.json").read_text())["model_file"]
     assert len(_float_convs(tmp_path / "b" / model_file)) == len(best["float_layers"])
 
-    monkeypatch.setattr(quant_recipe, "AGREEMENT_GOAL", 0.0)  # all-int8 is enough: nothing else is converted
-    meta = export(ExportConfig(source=trained_run.run_dir, format="tflite", precision="int8", images=heldout_dir,
-                               out=tmp_path / "c", min_agreement=0.0), log=lambda m: None).meta
-    assert [t["variant"] for t in meta["export"]["int8_variants"]] == ["all int8"]
-    assert meta["export"]["float_layers"] == []
+
+
+def test_choose_takes_the_first_variant_at_the_goal_else_the_best():
+    from exporter.quant_recipe import AGREEMENT_GOAL, choose
+
+    row = lambda name, agreement: {"variant": name, "figures": {"top1_agreement": agreement}}
+    cheap, islands = row("all int8", AGREEMENT_GOAL), row("early layers float", 1.0)
+    assert choose([cheap, islands]) is cheap  # at the goal the cheaper one wins, better or not
+    low, better = row("all int8", AGREEMENT_GOAL - 0.05), row("early layers float", AGREEMENT_GOAL - 0.01)
+    assert choose([low, better]) is better
+    tie = row("early layers float", low["figures"]["top1_agreement"])
+    assert choose([low, tie]) is low  # a tie goes to the cheaper
 
 
 def test_float_layers_only_for_a_backbone_the_recipe_names():
