@@ -11,8 +11,10 @@ from exporter import console
 
 @pytest.fixture
 def no_switch(monkeypatch):
-    monkeypatch.delenv(console.PROGRESS_ENV, raising=False)
-    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    # setenv, not delenv: monkeypatch then restores each switch as it was, so one the test's code sets
+    # (quiet_tensorflow) does not reach the next test in this process. "" means unset to the readers.
+    monkeypatch.setenv(console.PROGRESS_ENV, "")
+    monkeypatch.setenv(console.VERBOSE_ENV, "")
 
 
 def test_no_terminal_no_bar_but_a_line_every_n(no_switch, capsys):
