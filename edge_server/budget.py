@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from .cgroup import memory_cgroups
+
 from edge_core.errors import Busy, TooLarge
 
 MiB = 1 << 20
@@ -53,28 +55,16 @@ def parse_size(text: str) -> int:
 
 def cgroup_memory_limit() -> int | None:
     """This process's cgroup memory limit in bytes (v2 `memory.max`, else v1), or None if unlimited."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2: one unified hierarchy
-            candidates = [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"]
-        elif "memory" in controllers.split(","):
-            candidates = [Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"]
-        else:
+    for folder, limit in memory_cgroups():
+        try:
+            raw = (folder / limit).read_text().strip()
+        except OSError:
             continue
-        for p in candidates:
-            try:
-                raw = p.read_text().strip()
-            except OSError:
-                continue
-            if raw == "max":
-                continue
-            value = int(raw)
-            if value < (1 << 60):  # v1 says "no limit" with a huge number
-                return value
+        if raw == "max":
+            continue
+        value = int(raw)
+        if value < (1 << 60):  # v1 says "no limit" with a huge number
+            return value
     return None
 
 

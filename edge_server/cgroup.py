@@ -19,24 +19,34 @@ from pathlib import Path
 PREFIX = "edgeport-worker-"
 
 
-def own_memory_cgroup() -> tuple[Path, str] | None:
-    """(folder of this process's memory cgroup, the limit file's name), or None."""
+def memory_cgroups() -> list[tuple[Path, str]]:
+    """This process's memory cgroups from /proc/self/cgroup, in its order: (folder, the limit file's name),
+    "memory.limit_in_bytes" for a v1 hierarchy with the memory controller, "memory.max" for v2's unified one."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
+        return []
+    found = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
-            if folder.is_dir():
-                return folder, "memory.limit_in_bytes"
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            folder = Path("/sys/fs/cgroup") / path.lstrip("/")
-            if (folder / "cgroup.subtree_control").is_file() and "memory" in (folder / "cgroup.subtree_control").read_text():
-                return folder, "memory.max"
+        if controllers == "":  # v2: one unified hierarchy
+            found.append((Path("/sys/fs/cgroup") / path.lstrip("/"), "memory.max"))
+        elif "memory" in controllers.split(","):
+            found.append((Path("/sys/fs/cgroup/memory") / path.lstrip("/"), "memory.limit_in_bytes"))
+    return found
+
+
+def own_memory_cgroup() -> tuple[Path, str] | None:
+    """(folder of this process's memory cgroup, the limit file's name), or None: v1 first, then a v2 folder
+    that delegates the memory controller to its children."""
+    cgroups = memory_cgroups()
+    for folder, limit in cgroups:
+        if limit == "memory.limit_in_bytes" and folder.is_dir():
+            return folder, limit
+    for folder, limit in cgroups:
+        control = folder / "cgroup.subtree_control"
+        if limit == "memory.max" and control.is_file() and "memory" in control.read_text():
+            return folder, limit
     return None
 
 
