@@ -54,3 +54,26 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its live children (a supervisor's workers), parent first."""
+    kids = []
+    try:
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            kids += [int(c) for c in (t / "children").read_text().split()]
+    except OSError:
+        pass
+    return [pid, *kids]
+
+
+def pss_kb(pid: int) -> int | None:
+    """Proportional set size in kB (shared pages divided among the processes that map them), or None
+    where the kernel has no /proc/PID/smaps_rollup (before Linux 4.14) or the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
