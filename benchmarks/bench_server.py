@@ -393,16 +393,18 @@ def cpuset_study(args, bundle: Path, jpeg: bytes, env: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "edgeport-bench-server")
-    ap.add_argument("--requests-c1", type=int, default=250)
-    ap.add_argument("--requests-c8", type=int, default=500)
-    ap.add_argument("--phase-seconds", type=float, default=15.0, help="time limit of each load phase")
-    ap.add_argument("--rounds", type=int, default=3, help="alternate the servers this many times; goals use each one's best round")
+    ap.add_argument("--requests-c1", type=int, help="requests per phase at c=1 (default 250, --quick 100)")
+    ap.add_argument("--requests-c8", type=int, help="requests per phase at c=8 (default 500, --quick 200)")
+    ap.add_argument("--phase-seconds", type=float, help="time limit of each load phase (default 15, --quick 6)")
+    ap.add_argument("--rounds", type=int, help="alternate the servers this many times; goals use each one's best round "
+                                               "(default 3, --quick 2)")
     ap.add_argument("--quick", action="store_true", help="fewer requests, 2 rounds, no --decode exact server, --processes 1 and 2 only")
     ap.add_argument("--cpuset", action="store_true", help="only the taskset study: 1 and 2 processes pinned to 1 and 2 cores")
     ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.quick:
-        args.requests_c1, args.requests_c8, args.rounds, args.phase_seconds = 100, 200, 2, 6.0
+    for key, full, quick in (("requests_c1", 250, 100), ("requests_c8", 500, 200), ("phase_seconds", 15.0, 6.0), ("rounds", 3, 2)):
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
     args.workdir.mkdir(parents=True, exist_ok=True)
     bundle = args.workdir / "mnv2-224.tflite-int8"
     if args.build:

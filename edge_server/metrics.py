@@ -90,6 +90,10 @@ class ServerMetrics:
         self.loaded = Gauge("edgeport_model_loaded_timestamp_seconds", "When the serving model finished loading (Unix time).",
                             multiprocess_mode="livemax", registry=r)
         self.reloads = Counter("edgeport_model_reloads_total", "Model reloads by result.", ("result",), registry=r)
+        # Children bound once: prometheus_client's labels() validates, stringifies and locks on every call,
+        # 5-17 us each on a 2-core EPYC, five times a request. (endpoint, method, status) -> (count, latency).
+        self._request_children: dict[tuple, tuple] = {}
+        self._stage_children: dict[str, object] = {}  # bound at first use: a stage's series appears once observed
         self.budget_collector = BudgetCollector(budget) if budget is not None else None
         if self.budget_collector is not None:
             r.register(self.budget_collector)
@@ -104,11 +108,17 @@ class ServerMetrics:
         self.loaded.set(svc.loaded_at)
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float, timings_ms: dict) -> None:
-        self.requests.labels(endpoint, method, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        key = (endpoint, method, status)
+        children = self._request_children.get(key)
+        if children is None:  # a race here binds the same children twice: labels() returns the one it holds
+            children = self._request_children[key] = (self.requests.labels(endpoint, method, str(status)),
+                                                      self.latency.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
         for stage in STAGES:
             if stage in timings_ms:
-                self.stages.labels(stage).observe(timings_ms[stage] / 1e3)
+                child = self._stage_children.get(stage) or self._stage_children.setdefault(stage, self.stages.labels(stage))
+                child.observe(timings_ms[stage] / 1e3)
 
     def render(self) -> str:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

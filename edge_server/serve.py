@@ -44,6 +44,10 @@ def serve(settings: ServerSettings) -> None:
     if (settings.processes or 1) > 1:  # supervised workers (supervisor.py)
         return supervise(settings)
     configure_logging()
+    # waitress warns "Task queue depth" whenever a request waits for an HTTP thread: at concurrency 8 over
+    # 4 threads, nearly every request, each a formatted line on stderr. Waiting for a thread is the pool's
+    # design (serve() below), not news; worker.py quiets it likewise.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     # The port first: taken, it is one error line before anything loads or says "ready".
     sockets = bind(settings.host, settings.port)
