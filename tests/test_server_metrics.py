@@ -62,3 +62,21 @@ def test_page_and_model_details(server):
     status, body, _ = http("GET", server.url + "/model")
     assert status == 200 and body["name"] == "shapes" and body["labels"] == ["circle", "square", "triangle"]
     assert body["pool_size"] >= 1 and body["threads_per_instance"] >= 1
+
+
+def test_observe_request_counts_each_label_set_apart():
+    """Children are bound once per label set: a second request of one set adds to it, another set gets its own."""
+    from edge_server.metrics import ServerMetrics, render_text
+
+    m = ServerMetrics()
+    timings = {"decode": 1.0, "preprocess": 0.5, "inference": 2.0, "total": 3.5}
+    for status in (200, 200, 400):
+        m.observe_request("/predict", "POST", status, 0.004, timings)
+    m.observe_request("/v2/health/ready", "GET", 200, 0.0001, {})
+    series, _ = parse(render_text(m.registry))
+    assert series['edgeport_http_requests_total{endpoint="/predict",method="POST",status="200"}'] == 2
+    assert series['edgeport_http_requests_total{endpoint="/predict",method="POST",status="400"}'] == 1
+    assert series['edgeport_http_requests_total{endpoint="/v2/health/ready",method="GET",status="200"}'] == 1
+    assert series['edgeport_http_request_duration_seconds_count{endpoint="/predict"}'] == 3
+    assert series['edgeport_stage_duration_seconds_count{stage="inference"}'] == 3
+    assert series['edgeport_stage_duration_seconds_bucket{stage="decode",le="0.001"}'] == 3
