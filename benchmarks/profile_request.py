@@ -159,9 +159,9 @@ def main(argv=None) -> int:
         if us.get(k):
             print(f"  {k:<52} {us[k]:10.0f} {us[k] / total:6.1%}")
     print(f"  {'sum of the samples':<52} {total:10.0f}")
+    print(f"  {'server CPU per request, /proc (all threads)':<52} {cpu_ms * 1e3:10.0f}")
     for stage, frames in leaves.items():
         print(f"\n  {stage}: " + "; ".join(f"{f} {n}" for f, n in frames))
-    print(f"  {'server CPU per request, /proc (all threads)':<52} {cpu_ms * 1e3:10.0f}")
     return 0
 
 
