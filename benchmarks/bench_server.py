@@ -510,7 +510,6 @@ def main(argv=None) -> int:
 
     p8 = results[("peer", 8)]
     client = p8["client_ms"]
-    floor = budget["decode_fast"] + budget["invoke_1_thread"]
     bare = results[("waitress alone", 8)]["cpu_ms"]
     print(f"\n  one request's CPU, in process: decode+resize {budget['decode_exact']:.2f} ms exact / {budget['decode_fast']:.2f} ms fast, "
           f"invoke {budget['invoke_1_thread']:.2f} ms (1 thread); edgeport two streams {edge_a2['cpu_ms']:.2f} ms; "

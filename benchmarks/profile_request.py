@@ -129,12 +129,13 @@ def main(argv=None) -> int:
         server = subprocess.Popen([sys.executable, "-m", "edge_server", str(args.bundle), "--no-access-log", "--port", str(port),
                                    *args.serve_args.split()], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spy = None
+        spy_log = open(tmp / "py-spy.log", "wb")  # noqa: SIM115 - py-spy writes it until the end of the try
         try:
             wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", server, timeout=120)
             bs.load(port, "/predict?top_k=1", jpeg, args.concurrency, 8 * args.concurrency, 30)  # warm, unsampled
             # Attached once the server is warm: start-up and warm-up are not in the samples.
             spy = subprocess.Popen([args.py_spy, "record", "-f", "raw", "-r", str(args.rate), "-o", str(raw), "--subprocesses",
-                                    "--pid", str(server.pid)], stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))
+                                    "--pid", str(server.pid)], stdout=subprocess.DEVNULL, stderr=spy_log)
             time.sleep(1.0)  # py-spy attaches
             cpu0 = bs.cpu_seconds(server.pid)
             r = bs.load(port, "/predict?top_k=1", jpeg, args.concurrency, args.requests, 300)
@@ -145,6 +146,7 @@ def main(argv=None) -> int:
             if spy is not None and spy.poll() is None:
                 spy.kill()
             stop(server)
+            spy_log.close()
         if not raw.exists():
             print((tmp / "py-spy.log").read_text(), file=sys.stderr)
             return 1
