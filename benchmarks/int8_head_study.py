@@ -17,6 +17,10 @@ exporter corrects them. The candidates (`CANDIDATES`) add rows to the head's tra
   boot1/4    + one / four copies with real int8 error vectors of other training images added
   int8 rows  + the int8 base's own features (all-int8 TFLite, shift removed): a head fitted on what it will meet
 
+A second table scores the trainer's recipe search itself (trainer.head_recipe.choose_recipe, run inside each
+outer fold: nested cross-validation) with no int8 features, with the all-int8 TFLite features (what the trainer's
+int8 probe measures) and with the float-island TFLite features.
+
     python benchmarks/int8_head_study.py RUN_DIR [RUN_DIR ...] [--cache DIR]
 """
 
@@ -143,6 +147,33 @@ def study(d: dict) -> list[dict]:
     return rows_out
 
 
+def search_study(d: dict) -> list[dict]:
+    """The recipe search run on each outer training fold, given the features of `probe` (None: float only)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from trainer.head_recipe import choose_recipe, fit_recipe
+
+    f, y = d["float"], d["y"]
+    n_classes = int(y.max()) + 1
+    out = []
+    for probe in (None, "tflite_all", "tflite_isl"):
+        acc, agree, q_acc = [], {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
+        for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(f, y):
+            q = None if probe is None else d[probe][tr]
+            choice = choose_recipe(f[tr], y[tr], n_classes, class_weight_options=("none", "balanced"), int8=q, log=lambda m: None)
+            W, b = fit_recipe(f[tr], y[tr], n_classes, choice.recipe, int8=q)
+            pred = (f[te] @ W + b).argmax(1)
+            acc.append((pred == y[te]).mean())
+            for v in VARIANTS:
+                q_pred = ((d[v][te] - (d[v][tr] - f[tr]).mean(0)) @ W + b).argmax(1)
+                agree[v].append((q_pred == pred).mean())
+                q_acc[v].append((q_pred == y[te]).mean())
+        out.append({"recipe": f"search scored on {probe or 'float only'}", "candidate": "plain", "float_accuracy": float(np.mean(acc)),
+                    **{f"{v} agreement": float(np.mean(agree[v])) for v in VARIANTS},
+                    **{f"{v} accuracy": float(np.mean(q_acc[v])) for v in VARIANTS}})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -153,7 +184,7 @@ def main() -> None:
         print(f"\n{run.name}: {len(d['y'])} images, {FOLDS}-fold CV; float acc, then agreement / int8 acc per int8 file")
         print("| recipe | head trained on | float acc | " + " | ".join(VARIANTS) + " |")
         print("|---" * (3 + len(VARIANTS)) + "|")
-        for r in study(d):
+        for r in study(d) + search_study(d):
             print(f"| {r['recipe']} | {r['candidate']} | {100 * r['float_accuracy']:.1f}% | "
                   + " | ".join(f"{100 * r[f'{v} agreement']:.1f} / {100 * r[f'{v} accuracy']:.1f}" for v in VARIANTS) + " |", flush=True)
 
