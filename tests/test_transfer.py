@@ -216,7 +216,9 @@ def test_transferred_model_exports_and_agrees(transferred_run, tmp_path, fmt, pr
     # int8 of this run (Tux Paint, 96 px): all-int8 agrees on 98.9% of the 91 validation images in TFLite and
     # ONNX, one answer changed, accuracy one image under Keras's. The floor is the int8 goal, 97% (two answers
     # may change); accuracy may lose at most two images (2.2 points: on 91 images one image is 1.1, so the goal's
-    # one point cannot be pinned without pinning zero). The 224 px figures are in docs/training.md.
+    # one point cannot be pinned without pinning zero). Over all 447 images (5-fold CV, benchmarks/int8_head_study.py)
+    # all-int8 agrees on 94-97% at 96 px, so this split is a kind one; below 97% the export falls back to the float
+    # islands (97-98% by the same CV). The 224 px figures are in docs/training.md.
     if precision == "int8":
         floor = 0.97
     result = export(ExportConfig(source=transferred_run.run_dir, format=fmt, precision=precision, out=out,
