@@ -218,7 +218,7 @@ def test_transferred_model_exports_and_agrees(transferred_run, tmp_path, fmt, pr
     # may change); accuracy may lose at most two images (2.2 points: on 91 images one image is 1.1, so the goal's
     # one point cannot be pinned without pinning zero). Over all 447 images (5-fold CV, benchmarks/int8_head_study.py)
     # all-int8 agrees on 94-97% at 96 px, so this split is a kind one; below 97% the export falls back to the float
-    # islands (97-98% by the same CV). The 224 px figures are in docs/training.md.
+    # islands (96-98% by the same CV). The 224 px figures are in docs/training.md.
     if precision == "int8":
         floor = 0.97
     result = export(ExportConfig(source=transferred_run.run_dir, format=fmt, precision=precision, out=out,
