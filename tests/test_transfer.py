@@ -213,18 +213,19 @@ def test_transferred_model_exports_and_agrees(transferred_run, tmp_path, fmt, pr
 
     out = tmp_path / f"tux.{fmt}-{precision}"
     floor = lookup(fmt, precision)[1].min_agreement
-    # int8 of MobileNetV2 0.35 flips 5-9% of this model's answers, measured (README, "int8 of a transferred
-    # model"): the per-layer rounding error is at its floor in every layer (no outlier to fix) and adds up
-    # over 17 blocks to ~33% RMS on the pooled features; the calibration method and size move agreement
-    # between 91% and 96% on these 91 images (one image is 1.1 points); accuracy moves by -2..+1 points.
-    # So the int8 rows hold 90% agreement and, what a user needs, accuracy within 3 points of Keras's.
+    # int8 of this run (Tux Paint, 96 px): all-int8 agrees on 98.9% of the 91 validation images in TFLite and
+    # ONNX, one answer changed, accuracy one image under Keras's. The floor is the int8 goal, 97% (two answers
+    # may change); accuracy may lose at most two images (2.2 points: on 91 images one image is 1.1, so the goal's
+    # one point cannot be pinned without pinning zero). Over all 447 images (5-fold CV, benchmarks/int8_head_study.py)
+    # all-int8 agrees on 94-97% at 96 px, so this split is a kind one; below 97% the export falls back to the float
+    # islands (96-98% by the same CV). The 224 px figures are in docs/training.md.
     if precision == "int8":
-        floor = 0.90
+        floor = 0.97
     result = export(ExportConfig(source=transferred_run.run_dir, format=fmt, precision=precision, out=out,
                                  calibration_size=200, verify_size=91, min_agreement=floor), **QUIET)
     v = result.meta["verification"]
     assert v["top1_agreement"] >= floor, v
-    assert v["exported_accuracy"] >= v["reference_accuracy"] - 0.03, v
+    assert v["exported_accuracy"] >= v["reference_accuracy"] - (2 / v["images"] + 1e-9 if precision == "int8" else 0.03), v
     assert v["changed"]["count"] == round((1 - v["top1_agreement"]) * v["images"]), v
 
 
