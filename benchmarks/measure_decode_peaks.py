@@ -94,6 +94,13 @@ def icc_jpeg(w: int, h: int, profile_bytes: int = 8 << 20) -> bytes:
     return encode(Image.fromarray(pixels(w, h, 3)), "JPEG", quality=85, icc_profile=os.urandom(profile_bytes))
 
 
+def png_text(w: int, h: int, chunks: int = 3, each: int = 512 << 10, kind: bytes = b"zTXt") -> bytes:
+    """A PNG whose zTXt (or iCCP) chunks inflate to `each` bytes apiece: within the bounds, held while decoding."""
+    body = zlib.compress(b"\0" * each, 9)
+    extra = b"".join(_chunk(kind, b"k%d\0\0" % i + body) for i in range(chunks))
+    return png(pixels(w, h, 3), extra=extra)
+
+
 def exif_rotated(w: int, h: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -118,7 +125,8 @@ CASES = {
     "jpeg-exif-rotated": (exif_rotated, BOTH),
     "jpeg-progressive": (lambda w, h: encode(_rgb(w, h), "JPEG", quality=85, progressive=True), BOTH),
     "jpeg-progressive-444": (lambda w, h: encode(_rgb(w, h), "JPEG", quality=85, progressive=True, subsampling=0), BOTH),
-    "jpeg-icc-8mib": (icc_jpeg, EXACT),
+    "jpeg-icc-1.5mib": (lambda w, h: icc_jpeg(w, h, 1536 << 10), EXACT),
+    "jpeg-icc-8mib": (icc_jpeg, EXACT),  # over MAX_METADATA: refused before Pillow reads it
     "png-rgb": (lambda w, h: encode(_rgb(w, h), "PNG"), EXACT),
     "png-rgba": (lambda w, h: encode(_mode("RGBA", 4)(w, h), "PNG"), EXACT),
     "png-la": (lambda w, h: encode(_mode("LA", 2)(w, h), "PNG"), EXACT),
@@ -130,6 +138,8 @@ CASES = {
     "png-16-la": (lambda w, h: png(pixels(w, h, 2, np.uint16)), EXACT),
     "png-16-rgb": (lambda w, h: png(pixels(w, h, 3, np.uint16)), EXACT),
     "png-16-rgba": (lambda w, h: png(pixels(w, h, 4, np.uint16)), EXACT),
+    "png-ztxt-1.5mib": (png_text, EXACT),
+    "png-iccp-0.9mib": (lambda w, h: png_text(w, h, 1, 900 << 10, b"iCCP"), EXACT),
     "png-interlaced-rgb": (lambda w, h: png(pixels(w, h, 3), interlace=True), EXACT),
     "png-interlaced-rgba": (lambda w, h: png(pixels(w, h, 4), interlace=True), EXACT),
     "webp-lossy": (lambda w, h: encode(_rgb(w, h), "WEBP", quality=80, method=0), EXACT),
@@ -162,7 +172,7 @@ def make(name: str, mpx: float) -> bytes:
 # the same state, resets its peak (VmHWM) to its RSS, and reports the growth. Forking instead of
 # starting Python for each saves ~0.5 s a measurement.
 CHILD = r"""
-import json, os, re, sys
+import ctypes, json, os, re, sys
 from edge_core import imageio
 from edge_core.errors import RequestError
 
@@ -178,6 +188,8 @@ def one(path, size, fast, max_pixels):
     with open(path, "rb") as f:
         data = f.read()
     out = {"bytes": len(data)}
+    # Free heap pages the warm-up left resident would be reused without showing as growth: hand them back.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     reset_peak()
     base = status("VmRSS")
     try:
