@@ -101,14 +101,15 @@ def _jpeg_metadata(data: bytes):
 
 
 def _png_metadata(data: bytes):
-    """(name, bytes) of each chunk Pillow keeps or inflates: all but the image data, header and palette."""
+    """(name, bytes) of each chunk Pillow keeps or inflates: all but the image data, header, palette and
+    an animation's frame controls."""
     pos, n = 8, len(data)
     while pos + 8 <= n:
         length, kind = struct.unpack_from(">I4s", data, pos)
         name = kind.decode("latin-1")
         if name == "IEND":
             return
-        if name not in ("IHDR", "PLTE", "IDAT", "fdAT"):
+        if name not in ("IHDR", "PLTE", "IDAT", "fdAT", "acTL", "fcTL"):
             yield name, length + 12
         pos += length + 12
 
@@ -146,12 +147,20 @@ def metadata_cost(data: bytes) -> int:
     if total > MAX_METADATA or segments > MAX_METADATA_SEGMENTS:
         name, (nbytes, count) = max(kinds.items(), key=lambda kv: kv[1])
         raise ImageTooLarge(f"Expected at most {MAX_METADATA >> 20} MiB of metadata in {MAX_METADATA_SEGMENTS} segments "
-                            f"(JPEG APP/COM segments, PNG text/iCCP chunks, WebP ICCP/EXIF/XMP). Received: more, "
-                            f"{nbytes / (1 << 20):.1f} MiB of it in {count}{'+' if count > 1 else ''} {name} segment(s)")
+                            f"(JPEG APP/COM segments, PNG text/iCCP chunks, WebP ICCP/EXIF/XMP). Received: {total / (1 << 20):.1f} MiB "
+                            f"in the first {segments} segments, {nbytes / (1 << 20):.1f} MiB of it in {count} {name} segment(s)")
     inflated = sum(c for name, (_, c) in kinds.items() if name in PNG_COMPRESSED_CHUNKS)
     # Each inflated chunk is held as bytes and as text: twice what Pillow lets it grow to.
     inflated = 2 * min(inflated * PNG_TEXT_CHUNK, PNG_TEXT_MEMORY + PNG_TEXT_CHUNK)
     return total * METADATA_COPIES + inflated
+
+
+def header_cost(data: bytes) -> int:
+    """Bytes Pillow keeps of this file from reading its header until the image is closed: its metadata
+    (metadata_cost, ImageTooLarge over the bound) and, for a format whose decoder copies the file
+    (FORMAT_COST), the file. Counted from the raw bytes: a batch reserves its images' before opening any."""
+    fmt = sniff_image(data)
+    return metadata_cost(data) + (len(data) if FORMAT_COST.get(fmt, NO_FORMAT_COST)[1] else 0)
 
 
 def _text_limit(e: Exception) -> RequestError | None:
@@ -187,7 +196,7 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
     # configurable, so Pillow's is turned off (here, not at import) to give one clear message.
     Image.MAX_IMAGE_PIXELS = None
     PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_CHUNK, PNG_TEXT_MEMORY
-    metadata = metadata_cost(data)  # before Pillow reads any of it
+    header = header_cost(data)  # before Pillow reads any of it
     try:
         src = _Source(data)
         img = Image.open(src)
@@ -210,8 +219,7 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
     if max_pixels is not None and w * h > max_pixels:
         img.edgeport_min_scale = limit_scale(img, size, max_pixels)
     img.edgeport_coefficients = coefficient_buffer(img, data) if img.format in JPEG_FORMATS else 0
-    img.edgeport_metadata = metadata
-    img.edgeport_file_bytes = len(data)
+    img.edgeport_header = header
     if img.format in JPEG_FORMATS and (img.info.get("progressive") or img.info.get("progression")):
         # Only progressive JPEGs: libjpeg refuses a baseline one with repeated scans at once (60 ms for
         # 200 copies), and counting costs ~2.7 ms per MB (29 ms for a 10.7 MB file that decodes in 421 ms).
@@ -363,19 +371,18 @@ def decode_peak(img: Image.Image, size: int, fast: bool = False) -> int:
     """Bytes decoding this (opened, not yet decoded) image can hold at its peak: the decoded frame in its
     own mode and the copies on the way to RGB (MODE_COST), the format's own buffers (FORMAT_COST), an
     EXIF rotation's copy of the frame, a multi-scan JPEG's whole coefficient buffer (coefficient_buffer,
-    at full size even when decoded at reduced scale), the metadata Pillow holds (metadata_cost) and the
-    decoders' fixed buffers. After a reduced-scale decode the resize comes first: the copies are small.
+    at full size even when decoded at reduced scale), what Pillow keeps of the header (header_cost) and
+    the decoders' fixed buffers. After a reduced-scale decode the resize comes first: the copies are small.
     Measured against it: docs/serving.md "What a request may cost"."""
     scale = decode_scale(img, size, fast)
     w, h = scaled_size(img, scale)
     px = w * h
     frame, to_rgb = MODE_COST.get(img.mode, UNKNOWN_MODE_COST)
-    per_px, holds_file = FORMAT_COST.get(img.format, NO_FORMAT_COST)
+    per_px, _ = FORMAT_COST.get(img.format, NO_FORMAT_COST)
     copied_px = px if scale == 1 else size * size
     rotate = frame if getattr(img, "edgeport_may_rotate", True) else 0  # never img.getexif() here: for a PNG it decodes
     return (int(px * (frame + per_px + SLACK_PER_PIXEL)) + copied_px * (to_rgb + rotate) + size * size * 4 + DECODER_OVERHEAD
-            + getattr(img, "edgeport_coefficients", 0) + getattr(img, "edgeport_metadata", 0)
-            + (getattr(img, "edgeport_file_bytes", 0) if holds_file else 0))
+            + getattr(img, "edgeport_coefficients", 0) + getattr(img, "edgeport_header", 0))
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

@@ -69,7 +69,7 @@ def test_an_icc_heavy_jpeg_is_refused_naming_its_segment_before_pillow_reads_it(
     assert "APP2 ICC_PROFILE" in e.value.message and "Received" in e.value.message
     ok = mdp.icc_jpeg(64, 64, 1 << 20)  # within the bound: admitted, and its copies reserved
     img = imageio.open_image(ok)
-    assert img.edgeport_metadata >= imageio.METADATA_COPIES * (1 << 20)
+    assert img.edgeport_header >= imageio.METADATA_COPIES * (1 << 20)
     assert imageio.decode_peak(img, 224) > imageio.METADATA_COPIES * (1 << 20)
 
 
@@ -81,9 +81,31 @@ def test_thousands_of_tiny_segments_are_refused_by_count():
     comments = b"\xff\xfe\x00\x03x" * (imageio.MAX_METADATA_SEGMENTS + 1)
     with pytest.raises(ImageTooLarge, match="COM"):
         imageio.open_image(jpeg[:2] + comments + jpeg[2:])
-    assert imageio.open_image(jpeg[:2] + comments[:5 * 10] + jpeg[2:]).edgeport_metadata > 0
+    assert imageio.open_image(jpeg[:2] + comments[:5 * 10] + jpeg[2:]).edgeport_header > 0
 
 
 def test_the_mode_table_names_every_mode_the_allowed_formats_open_in(measured):
     modes = {r["mode"] for r in measured.values() if "mode" in r}
     assert modes <= set(imageio.MODE_COST), modes - set(imageio.MODE_COST)
+
+
+def test_a_batch_reserves_what_every_header_holds_before_opening_any(int8_bundle):
+    """Each image's header is opened before the batch's decode is admitted: 32 images of 2 MiB of
+    metadata each would hold ~190 MiB unreserved."""
+    from edge_core.service import ModelService, RequestContext, ServiceOptions
+
+    class Recording(RequestContext):
+        def __init__(self):
+            super().__init__()
+            self.admitted = []
+
+        def admit(self, nbytes, what):
+            self.admitted.append((nbytes, what))
+
+    service = ModelService.from_path(int8_bundle, options=ServiceOptions(pool_size=1, solo_threads=0, warmup_runs=0))
+    images = [mdp.icc_jpeg(64, 48, 1 << 20)] * 3
+    ctx = Recording()
+    service.probabilities_for_images(images, ctx)
+    (held, what), (peak, _) = ctx.admitted
+    assert "headers of 3 images" in what and held >= 3 * imageio.METADATA_COPIES * (1 << 20)
+    assert peak >= imageio.decode_peak(imageio.open_image(images[0], size=service.size), service.size)
