@@ -328,8 +328,8 @@ class ModelService:
         # Every header first (cheap), so the request's peak is known before any pixel is decoded:
         # images are decoded one after another, so the peak is the largest one plus the batch. What
         # Pillow keeps of each header is held for all of them at once: reserved before opening any.
-        if len(images) > 1:
-            ctx.admit(sum(header_cost(data) for data in images), f"the headers of {len(images)} images")
+        if len(images) > 1 and (held := sum(header_cost(data) for data in images)):
+            ctx.admit(held, f"the headers of {len(images)} images")
         opened = [self.open(data, ctx) for data in images]
         fast = self.decode_mode == "fast"
         peak = max(decode_peak(img, self.size, fast) for _, _, img in opened) + len(images) * self.size * self.size * 3

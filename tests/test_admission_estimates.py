@@ -17,7 +17,7 @@ from edge_core import imageio
 from edge_core.errors import ImageTooLarge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import measure_decode_peaks as mdp  # noqa: E402
+import measure_decode_peaks as mdp
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(),
                                 reason="measuring a peak needs Linux's /proc/self/clear_refs to reset VmHWM")
