@@ -28,9 +28,10 @@ from .errors import BadImage, DeadlineExceeded, ImageTooLarge, RequestError, Uns
 # picture is an ordinary JPEG and decodes as one, so it is accepted as JPEG (the trainer always did).
 JPEG_FORMATS = {"JPEG", "MPO"}
 ALLOWED_FORMATS = {*JPEG_FORMATS, "PNG", "WEBP", "BMP"}
-# 16 Mpx: a 4608x3456 (16 Mpx) camera frame or any 12 Mpx phone photo passes. Decoding one costs
-# ~48 MB for RGB (~112 MB for a 16-bit or RGBA PNG: the frame plus its RGB copy), so a few at once fit
-# the 600 MiB that a 1 GB Raspberry Pi 4's unit allows the service. The old 40 Mpx let one
+# 16 Mpx: a 4608x3456 (16 Mpx) camera frame or any 12 Mpx phone photo passes. Decoding one peaks at
+# ~66 MiB for RGB, ~126 MiB for an RGBA or LA PNG (the frame plus its RGB copy), ~248 MiB for a WebP
+# (measured, docs/serving.md), so a few at once fit the 600 MiB that a 1 GB Raspberry Pi 4's unit
+# allows the service. The old 40 Mpx let one
 # 34-byte lossless WebP claiming 6000x6000 cost 414 MB, and 16 clients get the server OOM-killed.
 DEFAULT_MAX_PIXELS = 16_000_000
 # A progressive JPEG needs ~10 scans (libjpeg's default script has 10, mozjpeg's ~12, an MPO two
