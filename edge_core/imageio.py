@@ -20,17 +20,18 @@ import struct
 import time
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from .errors import BadImage, DeadlineExceeded, ImageTooLarge, UnsupportedImage
+from .errors import BadImage, DeadlineExceeded, ImageTooLarge, RequestError, UnsupportedImage
 
 # Pillow names a phone's JPEG that carries a second picture (depth map, preview) "MPO"; the first
 # picture is an ordinary JPEG and decodes as one, so it is accepted as JPEG (the trainer always did).
 JPEG_FORMATS = {"JPEG", "MPO"}
 ALLOWED_FORMATS = {*JPEG_FORMATS, "PNG", "WEBP", "BMP"}
-# 16 Mpx: a 4608x3456 (16 Mpx) camera frame or any 12 Mpx phone photo passes. Decoding one costs
-# ~48 MB for RGB (~112 MB for a 16-bit or RGBA PNG: the frame plus its RGB copy), so a few at once fit
-# the 600 MiB that a 1 GB Raspberry Pi 4's unit allows the service. The old 40 Mpx let one
+# 16 Mpx: a 4608x3456 (16 Mpx) camera frame or any 12 Mpx phone photo passes. Decoding one peaks at
+# ~66 MiB for RGB, ~126 MiB for an RGBA or LA PNG (the frame plus its RGB copy), ~248 MiB for a WebP
+# (measured, docs/serving.md), so a few at once fit the 600 MiB that a 1 GB Raspberry Pi 4's unit
+# allows the service. The old 40 Mpx let one
 # 34-byte lossless WebP claiming 6000x6000 cost 414 MB, and 16 clients get the server OOM-killed.
 DEFAULT_MAX_PIXELS = 16_000_000
 # A progressive JPEG needs ~10 scans (libjpeg's default script has 10, mozjpeg's ~12, an MPO two
@@ -60,6 +61,117 @@ def sniff_image(data: bytes) -> str | None:
     return next((fmt for fmt, marks in MAGIC.items() if all(data[o:o + len(m)] == m for o, m in marks)), None)
 
 
+# Metadata Pillow reads and keeps while it reads a header, before the request's decode is admitted: a
+# JPEG's APPn and COM segments (Pillow keeps every segment, plus the ICC profile's pieces sliced and
+# joined: ~3x their bytes at the peak; an 8 MiB ICC profile cost 24 MiB before admission), a PNG's
+# ancillary chunks (text, iCCP, eXIf), a WebP's ICCP, EXIF and XMP chunks. Counted from the raw bytes
+# before Pillow opens the file, refused (413, naming the segment) over the bound, and reserved with the
+# decode (Pillow holds them until the image is closed). 2 MiB holds a camera's EXIF (64 kB at most),
+# common ICC profiles (sRGB 3 kB, a printer's ~0.6 MB) and XMP; a phone's depth map in extended XMP
+# may not fit.
+MAX_METADATA = 2 << 20
+MAX_METADATA_SEGMENTS = 1000  # a photo has ~10; each one is a Python call in Pillow's header reader
+METADATA_COPIES = 3
+# Pillow inflates a PNG's zTXt, iTXt and iCCP chunks while reading the header, each to at most
+# MAX_TEXT_CHUNK, the text to at most MAX_TEXT_MEMORY in all (Pillow's defaults: 1 MiB and 64 MiB; a
+# 66 kB file of 63 zTXt chunks cost 61 MiB before admission). 2 MiB of text: XMP and a few captions.
+PNG_TEXT_CHUNK = 1 << 20
+PNG_TEXT_MEMORY = 2 << 20
+PNG_COMPRESSED_CHUNKS = {"zTXt", "iTXt", "iCCP"}
+
+
+def _jpeg_metadata(data: bytes):
+    """(name, bytes) of each APPn and COM segment before the first scan, named by marker and identifier."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):  # the first scan (or the end): Pillow's header reader stops here
+            return
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            ident = data[pos + 4:pos + 4 + 40].split(b"\0", 1)[0].decode("latin-1")
+            ident = ident if ident.isascii() and ident.isprintable() else ""
+            yield (f"APP{marker - 0xE0}" if marker != 0xFE else "COM") + (f" {ident}" if ident else ""), length + 2
+        pos += 2 + length
+
+
+def _png_metadata(data: bytes):
+    """(name, bytes) of each chunk Pillow keeps or inflates: all but the image data, header, palette and
+    an animation's frame controls."""
+    pos, n = 8, len(data)
+    while pos + 8 <= n:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        name = kind.decode("latin-1")
+        if name == "IEND":
+            return
+        if name not in ("IHDR", "PLTE", "IDAT", "fdAT", "acTL", "fcTL"):
+            yield name, length + 12
+        pos += length + 12
+
+
+def _webp_metadata(data: bytes):
+    """(name, bytes) of each RIFF chunk that is not image data: ICCP, EXIF, XMP and unknown ones."""
+    pos, n = 12, len(data)
+    while pos + 8 <= n:
+        kind, length = struct.unpack_from("<4sI", data, pos)
+        name = kind.decode("latin-1")
+        if name not in ("VP8 ", "VP8L", "VP8X", "ALPH", "ANIM", "ANMF"):
+            yield name.strip(), length + 8
+        pos += 8 + length + (length & 1)
+
+
+METADATA_READERS = {"JPEG": _jpeg_metadata, "PNG": _png_metadata, "WEBP": _webp_metadata}
+
+
+def metadata_cost(data: bytes) -> int:
+    """Bytes Pillow may hold for this file's metadata (see MAX_METADATA), counted from the raw bytes;
+    ImageTooLarge naming the largest kind of segment when there is more than the bound."""
+    reader = METADATA_READERS.get(sniff_image(data))
+    if reader is None:
+        return 0
+    kinds: dict[str, list[int]] = {}
+    total = segments = 0
+    for name, nbytes in reader(data):
+        seen = kinds.setdefault(name, [0, 0])
+        seen[0] += nbytes
+        seen[1] += 1
+        total += nbytes
+        segments += 1
+        if total > MAX_METADATA or segments > MAX_METADATA_SEGMENTS:
+            break
+    if total > MAX_METADATA or segments > MAX_METADATA_SEGMENTS:
+        name, (nbytes, count) = max(kinds.items(), key=lambda kv: kv[1])
+        raise ImageTooLarge(f"Expected at most {MAX_METADATA >> 20} MiB of metadata in {MAX_METADATA_SEGMENTS} segments "
+                            f"(JPEG APP/COM segments, PNG text/iCCP chunks, WebP ICCP/EXIF/XMP). Received: {total / (1 << 20):.1f} MiB "
+                            f"in the first {segments} segments, {nbytes / (1 << 20):.1f} MiB of it in {count} {name} segment(s)")
+    inflated = sum(c for name, (_, c) in kinds.items() if name in PNG_COMPRESSED_CHUNKS)
+    # Each inflated chunk is held as bytes and as text: twice what Pillow lets it grow to.
+    inflated = 2 * min(inflated * PNG_TEXT_CHUNK, PNG_TEXT_MEMORY + PNG_TEXT_CHUNK)
+    return total * METADATA_COPIES + inflated
+
+
+def header_cost(data: bytes) -> int:
+    """Bytes Pillow keeps of this file from reading its header until the image is closed: its metadata
+    (metadata_cost, ImageTooLarge over the bound) and, for a format whose decoder copies the file
+    (FORMAT_COST), the file. Counted from the raw bytes: a batch reserves its images' before opening any."""
+    fmt = sniff_image(data)
+    return metadata_cost(data) + (len(data) if FORMAT_COST.get(fmt, NO_FORMAT_COST)[1] else 0)
+
+
+def _text_limit(e: Exception) -> RequestError | None:
+    """Pillow's refusal of a PNG's text over PNG_TEXT_CHUNK / PNG_TEXT_MEMORY, as a 413 that says so."""
+    if "MAX_TEXT" not in str(e):
+        return None
+    return ImageTooLarge(f"Expected PNG text and iCCP chunks that inflate to at most {PNG_TEXT_CHUNK >> 20} MiB each and "
+                         f"{PNG_TEXT_MEMORY >> 20} MiB in all. Received: more ({e})")
+
+
 class _Source(io.BytesIO):
     """The image bytes, read by Pillow chunk by chunk while decoding: past the deadline, the next read stops it."""
 
@@ -84,6 +196,8 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
     # Pillow's own bomb guard warns at 89 Mpx and raises at twice that; ours is stricter and
     # configurable, so Pillow's is turned off (here, not at import) to give one clear message.
     Image.MAX_IMAGE_PIXELS = None
+    PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_CHUNK, PNG_TEXT_MEMORY
+    header = header_cost(data)  # before Pillow reads any of it
     try:
         src = _Source(data)
         img = Image.open(src)
@@ -93,6 +207,8 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
             f"Expected a JPEG, PNG, WebP or BMP image. Received: {len(data)} bytes that are not an image (starting {head!r})"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        if limit := _text_limit(e):
+            raise limit from None
         # A format was recognised but its header is cut short or broken (Pillow's plugins raise
         # these from Image.open itself, e.g. "Truncated File Read" for a JPEG cut inside its
         # header, "could not create decoder object" for a WebP missing its last byte).
@@ -104,6 +220,7 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, formats
     if max_pixels is not None and w * h > max_pixels:
         img.edgeport_min_scale = limit_scale(img, size, max_pixels)
     img.edgeport_coefficients = coefficient_buffer(img, data) if img.format in JPEG_FORMATS else 0
+    img.edgeport_header = header
     if img.format in JPEG_FORMATS and (img.info.get("progressive") or img.info.get("progression")):
         # Only progressive JPEGs: libjpeg refuses a baseline one with repeated scans at once (60 ms for
         # 200 copies), and counting costs ~2.7 ms per MB (29 ms for a 10.7 MB file that decodes in 421 ms).
@@ -185,15 +302,31 @@ def coefficient_buffer(img: Image.Image, data: bytes) -> int:
     return blocks * 64 * 2
 
 
+# What decoding costs per pixel, by the mode Pillow opens the file in: (bytes a pixel of the decoded
+# frame, bytes a pixel of the copies on the way to RGB that are alive with it). Pillow keeps every mode
+# of 2 to 4 bands in 4 bytes a pixel (an LA PNG costs what an RGBA one does), 1-band ones in 1, 16-bit
+# ones in 2. convert("RGB") makes one 4-byte copy; a 16-bit frame goes through _to_8bit first (a numpy
+# copy, the shifted values, the 8-bit result: 2 + 2 + 1; then the 8-bit image and its RGB copy, 1 + 4),
+# a 32-bit one through three 4-byte temporaries. Checked against measured peaks for every format and mode by
+# tests/test_admission_estimates.py (benchmarks/measure_decode_peaks.py for the table in docs/serving.md).
+MODE_COST = {
+    "RGB": (4, 0),
+    "RGBA": (4, 4), "RGBX": (4, 4), "CMYK": (4, 4), "YCbCr": (4, 4), "LA": (4, 4), "La": (4, 4), "PA": (4, 4),
+    "L": (1, 4), "P": (1, 4), "1": (1, 4),
+    "I;16": (2, 5), "I;16B": (2, 5), "I;16L": (2, 5), "I;16N": (2, 5),
+    "I": (4, 12),
+}
+UNKNOWN_MODE_COST = (4, 12)  # the dearest known: a mode Pillow may add is not under-reserved
+# Bytes a pixel that a format's decoder holds beside Pillow's frame, and whether it holds a copy of the
+# file: libwebp's animation decoder, which Pillow uses for every WebP, keeps canvases of its own (RGB
+# WebP measured 15.9 bytes a pixel in all) and the file's bytes.
+FORMAT_COST = {"WEBP": (14, True)}
+NO_FORMAT_COST = (0, False)
+
+
 def bytes_per_pixel(img: Image.Image) -> int:
     """Bytes of one decoded pixel in the image's own mode (before conversion to RGB)."""
-    if img.mode.startswith("I;16"):
-        return 2
-    if img.mode in ("I", "F", "RGBX", "RGBA", "CMYK", "YCbCr"):
-        return 4  # Pillow stores 3-band modes in 4 bytes too
-    if img.mode == "RGB":
-        return 4
-    return len(img.getbands())
+    return MODE_COST.get(img.mode, UNKNOWN_MODE_COST)[0]
 
 
 EXIF_ORIENTATION = 0x0112
@@ -229,30 +362,28 @@ def decode_scale(img: Image.Image, size: int, fast: bool = False) -> int:
 
 
 DECODER_OVERHEAD = 8 << 20  # zlib windows, libjpeg's buffers, Python objects: a few MiB whatever the size
+# And what grows with the size beyond the frames (row buffers, allocator rounding): measured 0.13-0.17
+# bytes a pixel between 4 and 16 Mpx; without it a 16 Mpx JPEG's reservation was 2% over its peak, and
+# a larger --max-pixels would have been under it.
+SLACK_PER_PIXEL = 0.25
 
 
 def decode_peak(img: Image.Image, size: int, fast: bool = False) -> int:
     """Bytes decoding this (opened, not yet decoded) image can hold at its peak: the decoded frame in its
-    own mode, plus a full-size copy for each step that makes one (conversion to RGB, EXIF rotation;
-    Pillow keeps RGB in 4 bytes a pixel), plus the decoders' own buffers. Measured peak RSS growth on
-    4000x3000 files (estimate in brackets): RGB PNG 50 MiB (54), RGBA PNG 96 (100), 16-bit PNG 83 (134),
-    JPEG 51 (54), JPEG fast 4 (9); a 3000x3000 lossless WebP 162 (163): libwebp's animation decoder,
-    which Pillow uses for every WebP, keeps canvases of its own. A multi-scan JPEG adds its whole
-    coefficient buffer (coefficient_buffer), at full size even when decoded at reduced scale."""
+    own mode and the copies on the way to RGB (MODE_COST), the format's own buffers (FORMAT_COST), an
+    EXIF rotation's copy of the frame, a multi-scan JPEG's whole coefficient buffer (coefficient_buffer,
+    at full size even when decoded at reduced scale), what Pillow keeps of the header (header_cost) and
+    the decoders' fixed buffers. After a reduced-scale decode the resize comes first: the copies are small.
+    Measured against it: docs/serving.md "What a request may cost"."""
     scale = decode_scale(img, size, fast)
     w, h = scaled_size(img, scale)
     px = w * h
-    frame = px * bytes_per_pixel(img) + DECODER_OVERHEAD + getattr(img, "edgeport_coefficients", 0)
-    if img.format == "WEBP":
-        frame += px * 14
-    if img.mode.startswith("I"):
-        frame += px * (2 * bytes_per_pixel(img) + 1)  # _to_8bit: a numpy copy, the shifted values, the 8-bit result
-    copies = 0
-    if img.mode != "RGB" and not (scale > 1 and img.mode in ("L", "YCbCr", "CMYK")):
-        copies += 1  # convert("RGB") (after a reduced-scale decode the resize comes first: the copy is small)
-    if scale == 1 and getattr(img, "edgeport_may_rotate", True):
-        copies += 1  # transpose (never call img.getexif() here: for a PNG it decodes the whole image)
-    return frame + copies * px * 4 + size * size * 4
+    frame, to_rgb = MODE_COST.get(img.mode, UNKNOWN_MODE_COST)
+    per_px, _ = FORMAT_COST.get(img.format, NO_FORMAT_COST)
+    copied_px = px if scale == 1 else size * size
+    rotate = frame if getattr(img, "edgeport_may_rotate", True) else 0  # never img.getexif() here: for a PNG it decodes
+    return (int(px * (frame + per_px + SLACK_PER_PIXEL)) + copied_px * (to_rgb + rotate) + size * size * 4 + DECODER_OVERHEAD
+            + getattr(img, "edgeport_coefficients", 0) + getattr(img, "edgeport_header", 0))
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -333,6 +464,8 @@ def to_model_input(img: Image.Image, size: int, fast: bool = False, timings: dic
             img = img.resize((size, size), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:
+        if limit := _text_limit(e):  # a PNG's text after its image data is read after the pixels
+            raise limit from None
         raise BadImage(f"Expected a complete, decodable image. Received: a {img.format} that fails to decode ({e})") from None
     if timings is not None:
         t2 = time.perf_counter()

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .bundle import Bundle, load_bundle
 from .errors import BadInput, BundleError, DeadlineExceeded, EdgeError
-from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_peak, open_image, to_model_input
+from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_peak, header_cost, open_image, to_model_input
 from .options import option
 from .pool import RuntimePool
 from .preprocessing import Preprocessing
@@ -326,7 +326,10 @@ class ModelService:
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "preprocess": 0.0}
         # Every header first (cheap), so the request's peak is known before any pixel is decoded:
-        # images are decoded one after another, so the peak is the largest one plus the batch.
+        # images are decoded one after another, so the peak is the largest one plus the batch. What
+        # Pillow keeps of each header is held for all of them at once: reserved before opening any.
+        if len(images) > 1 and (held := sum(header_cost(data) for data in images)):
+            ctx.admit(held, f"the headers of {len(images)} images")
         opened = [self.open(data, ctx) for data in images]
         fast = self.decode_mode == "fast"
         peak = max(decode_peak(img, self.size, fast) for _, _, img in opened) + len(images) * self.size * self.size * 3

@@ -214,8 +214,5 @@ def json_peak(raw: bytes, containers: int, values: int) -> int:
     return len(raw) + containers * JSON_BYTES_PER_CONTAINER + values * (JSON_BYTES_PER_VALUE + 8)
 
 
-def decoded_image_peak(width: int, height: int, bands: int, bytes_per_band: int = 1, scale: int = 1) -> int:
-    """Peak bytes to decode one image and convert it to RGB: the decoded frame plus one converted copy."""
-    w, h = -(-width // scale), -(-height // scale)
-    px = w * h
-    return px * bands * bytes_per_band + px * 3
+# An image's peak is estimated where it is decoded: edge_core.imageio.decode_peak (a table by mode
+# and format, checked against measured peaks by tests/test_admission_estimates.py).
