@@ -115,6 +115,7 @@ class Budget:
         self.ceiling = ceiling
         self.used = 0
         self.peak = 0
+        self.aside = 0  # set_aside(): bytes held for good by the HTTP layer's buffers
         self.refused = {"413": 0, "503": 0}
         self._cond = threading.Condition()
         self._released_since_trim = 0
@@ -125,6 +126,16 @@ class Budget:
         margin = max(MIN_MARGIN, int(limit * MARGIN_FRACTION))
         return cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
                    ceiling=limit - margin)
+
+    def set_aside(self, nbytes: int, what: str) -> int:
+        """Take `nbytes` out of the total for good (the HTTP layer's connection buffers, held whatever the
+        requests do); the total keeps at least half of what it was. Returns the bytes taken."""
+        nbytes = max(0, min(int(nbytes), self.total // 2))
+        with self._cond:
+            self.total -= nbytes
+            self.aside += nbytes
+            self.source += f" - {_mib(nbytes)} for {what}"
+        return nbytes
 
     def _fits(self, nbytes: int) -> bool:
         if self.used + nbytes > self.total:
