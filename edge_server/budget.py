@@ -124,6 +124,10 @@ class Budget:
     def for_process(cls, limit: int, source: str, baseline: int | None = None, wait_s: float = DEFAULT_WAIT_S) -> "Budget":
         baseline = current_rss() if baseline is None else baseline
         margin = max(MIN_MARGIN, int(limit * MARGIN_FRACTION))
+        # A worker's share of a small cap can leave less above its baseline than MIN_MARGIN: then the RSS
+        # ceiling (limit - margin) stood below the baseline and every request was 503 (256 MiB, 2 workers:
+        # 103 MiB each, 73 MiB at start). Half of what is left above the baseline stays the margin there.
+        margin = min(margin, max(0, limit - baseline) // 2)
         return cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
                    ceiling=limit - margin)
 
