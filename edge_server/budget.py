@@ -116,6 +116,9 @@ class Budget:
         self.used = 0
         self.peak = 0
         self.aside = 0  # set_aside(): bytes held for good by the HTTP layer's buffers
+        # Called (with the RSS) when nothing is in flight and RSS stays above the ceiling after a trim; a
+        # supervised worker asks to be replaced then (worker.py): a fresh process starts at its baseline.
+        self.on_stuck = None
         self.refused = {"413": 0, "503": 0}
         self._cond = threading.Condition()
         self._released_since_trim = 0
@@ -149,7 +152,12 @@ class Budget:
         if current_rss() + nbytes <= self.ceiling:
             return True
         give_back_memory()  # nobody in flight: what RSS holds beyond the baseline is the allocator's; hand it back
-        return current_rss() + nbytes <= self.ceiling
+        rss = current_rss()
+        if rss + nbytes <= self.ceiling:
+            return True
+        if self.on_stuck is not None:  # it will not come back: every request would be 503 until the process goes
+            self.on_stuck(rss)
+        return False
 
     def reserve(self, nbytes: int, what: str) -> int:
         """Block until `nbytes` fit (up to wait_s), then count them as used. Returns nbytes for release()."""

@@ -37,10 +37,9 @@ Memory of the HTTP layer (the bounds are one table in settings.py):
   end, and one that would pass spool_bytes is refused 503 before a byte of it
   is written (Spool);
 - at the connection limit the server still accepts: it closes the connection
-  that has waited longest without a request in the app (an idle keep-alive,
-  a request still arriving, one lingering after an error), so idle or stalled
-  connections cannot lock valid clients out (make_room). A valid request
-  arrives in milliseconds: it is the newest, never the one closed.
+  whose request arrives slowest and has no request in the app (an idle
+  keep-alive, slowloris, stalled headers, one lingering after an error), so
+  idle or stalled connections cannot lock valid clients out (make_room).
 """
 
 from __future__ import annotations
@@ -227,30 +226,42 @@ def _maintenance(server, now, header_timeout: float, body_timeout: float):
             ch.will_close = True  # the next loop closes it (HTTPChannel.writable)
 
 
-def waiting_since(ch) -> float | None:
-    """When a connection began waiting without a request in the app, or None if it has one there (or an
-    answer being written): the connection closed to make room is the one waiting longest."""
+# A connection younger than this is closed for room only when no other can be: a valid client's request
+# arrives within milliseconds of its connection, but the loop accepts before it reads.
+GRACE_S = 1.0
+ACCEPT_BATCH = 64
+
+
+def eviction_key(ch, now: float) -> tuple | None:
+    """The order in which connections are closed to make room, lowest first; None: never (a request in
+    the app, or an answer being written). First those lingering after an error, then by how fast their
+    request arrives (bytes a second since it began; an idle keep-alive: 0), the oldest first among equals:
+    slowloris (a byte a second), stalled headers and idle keep-alives go before an upload in progress."""
     if getattr(ch, "lingering_until", None) is not None:
-        return 0.0  # its answer is sent: first to go
+        return (0, 0.0, 0.0)  # its answer is sent: first to go
     if ch.requests or ch.total_outbufs_len or not ch.connected:
         return None
-    started = getattr(ch, "request_started", None)
-    return started if ch.request is not None and started is not None else ch.last_activity
+    req, started = ch.request, getattr(ch, "request_started", None)
+    since = started if req is not None and started is not None else ch.last_activity
+    young = now - since < GRACE_S
+    rate = (req.header_bytes_received + req.body_bytes_received) / max(now - since, 1e-3) if req is not None else 0.0
+    return (2 if young else 1, rate, since)
 
 
 def make_room(channels: list, limit: int, keep=None) -> bool:
-    """Close the connection waiting longest while more than `limit` are open; False if none may close."""
-    while len(channels) > limit:
-        candidates = [(t, i) for i, ch in enumerate(channels) if ch is not keep and (t := waiting_since(ch)) is not None]
-        if not candidates:
-            return False
-        _, i = min(candidates)
-        ch = channels.pop(i)
+    """Close connections (eviction_key order) while more than `limit` are open; False if none may close."""
+    excess = len(channels) - limit
+    if excess <= 0:
+        return True
+    now, keep = time.time(), keep or ()
+    candidates = sorted((k, i) for i, ch in enumerate(channels) if ch not in keep and (k := eviction_key(ch, now)) is not None)
+    for _, i in candidates[:excess]:
+        ch = channels[i]
         if getattr(ch, "lingering_until", None) is not None:
             HTTPChannel.handle_close(ch)
         else:
             ch.handle_close()
-    return True
+    return len(candidates) >= excess
 
 
 def open_channels(listeners: list) -> list:
@@ -269,13 +280,20 @@ def accept_beyond_the_limit(d, listeners: list, limit: int) -> None:
         if not d.accepting:
             return False
         channels = open_channels(listeners)
-        return len(channels) < limit or any(waiting_since(ch) is not None for ch in channels)
+        now = time.time()
+        return len(channels) < limit or any(eviction_key(ch, now) is not None for ch in channels)
 
     def handle_accept():
+        # Up to ACCEPT_BATCH at a time, then one eviction pass: one connection per loop pass (waitress) made a
+        # flood of reconnecting attackers a queue of seconds in front of a valid client.
         before = set(d.active_channels)
-        type(d).handle_accept(d)
+        for _ in range(ACCEPT_BATCH):
+            n = len(d.active_channels)
+            type(d).handle_accept(d)
+            if len(d.active_channels) == n:  # nothing more waiting (or a failed accept)
+                break
         new = [d.active_channels[fd] for fd in set(d.active_channels) - before]
-        make_room(open_channels(listeners), limit, keep=new[0] if new else None)
+        make_room(open_channels(listeners), limit, keep=new)
 
     d.readable = readable
     d.handle_accept = handle_accept

@@ -305,6 +305,10 @@ def run(settings, sockets: list, fd: int, index: int, processes: int) -> None:
     rss_mark = settings.recycle_rss or (current_rss() + st.budget.total // 2)
     tally = Tally(link, _jittered(settings.max_requests), rss_mark)
     app.register_error_handler(MemoryError, memory_error_handler(tally, f"{wall // MiB} MiB"))
+    # Memory the allocator keeps after a burst (16 Mpx decodes, 19 MiB bodies) refused every request 503 for
+    # minutes: at the first request it refuses with nothing in flight, this worker asks for its successor.
+    st.budget.on_stuck = lambda rss: tally.retire(f"RSS {rss // MiB} MiB stays above the request budget's ceiling "
+                                                  f"with nothing in flight")
     _announce_reloads(st, link)
     http_threads = settings.http_threads or svc.pool_size + 2
     server = make_server(counted(app, tally), settings, http_threads, sockets, budget=st.budget)
