@@ -202,7 +202,11 @@ class GuardedChannel(HTTPChannel):
         if not data or time.time() > self.lingering_until:
             HTTPChannel.handle_close(self)
 
+    spoke = False  # it has sent something: once answered and quiet, an idle keep-alive
+
     def received(self, data):
+        if data:
+            self.spoke = True
         if self.request is None and data:
             self.request_started = time.time()
         result = super().received(data)
@@ -226,26 +230,31 @@ def _maintenance(server, now, header_timeout: float, body_timeout: float):
             ch.will_close = True  # the next loop closes it (HTTPChannel.writable)
 
 
-# A connection younger than this is closed for room only when no other can be: a valid client's request
-# arrives within milliseconds of its connection, but the loop accepts before it reads.
+# A connection younger than this that has sent nothing is closed for room only after every other: a valid
+# client's request arrives within milliseconds of its connection, but the loop accepts before it reads.
 GRACE_S = 1.0
 ACCEPT_BATCH = 64
 
 
 def eviction_key(ch, now: float) -> tuple | None:
     """The order in which connections are closed to make room, lowest first; None: never (a request in
-    the app, or an answer being written). First those lingering after an error, then by how fast their
-    request arrives (bytes a second since it began; an idle keep-alive: 0), the oldest first among equals:
-    slowloris (a byte a second), stalled headers and idle keep-alives go before an upload in progress."""
+    the app, or an answer being written). First those lingering after an error; then idle keep-alives
+    (answered, nothing new sent), the longest idle first; then requests still arriving, the slowest
+    (bytes a second since the request began) first: slowloris and stalled headers before an upload in
+    progress; last, connections younger than GRACE_S that have sent nothing yet (closing one with its
+    request unread resets it: a valid client)."""
     if getattr(ch, "lingering_until", None) is not None:
-        return (0, 0.0, 0.0)  # its answer is sent: first to go
+        return (0, 0.0, 0.0)
     if ch.requests or ch.total_outbufs_len or not ch.connected:
         return None
     req, started = ch.request, getattr(ch, "request_started", None)
+    if req is None and getattr(ch, "spoke", False):
+        return (1, 0.0, ch.last_activity)
     since = started if req is not None and started is not None else ch.last_activity
-    young = now - since < GRACE_S
+    if req is None and now - since < GRACE_S:
+        return (3, 0.0, since)
     rate = (req.header_bytes_received + req.body_bytes_received) / max(now - since, 1e-3) if req is not None else 0.0
-    return (2 if young else 1, rate, since)
+    return (2, rate, since)
 
 
 def make_room(channels: list, limit: int, keep=None) -> bool:
