@@ -166,7 +166,7 @@ def scan_bomb(scans: int) -> bytes:
     return data[:eoi] + scan * (scans - len(starts)) + data[eoi:]
 
 
-@functools.lru_cache(maxsize=None)  # the same bytes for every scenario and cap of one run
+@functools.cache  # the same bytes for every scenario and cap of one run
 def payloads(name: str, size: int, max_body: int) -> dict:
     """kind -> (method, path, body, headers, allowed statuses). Raw-socket kinds are handled apart."""
     js = {"Content-Type": "application/json"}
@@ -313,7 +313,7 @@ def webp_claiming(width: int, height: int) -> bytes:
     return b"RIFF" + (4 + 8 + len(payload)).to_bytes(4, "little") + b"WEBP" + b"VP8L" + len(payload).to_bytes(4, "little") + payload
 
 
-@functools.lru_cache(maxsize=None)  # the same bytes for every scenario and cap of one run
+@functools.cache  # the same bytes for every scenario and cap of one run
 def progressive_16mpx() -> bytes:
     """A 4000x4000 progressive JPEG of 186 kB (smooth colour from 4x4 random pixels, quality 75): cheap to send,
     ~96 MB of coefficients and pixels to decode."""
@@ -329,7 +329,7 @@ def ztxt_png() -> bytes:
     return encode(Image.new("RGB", (64, 64), (10, 200, 30)), "PNG", pnginfo=info)
 
 
-@functools.lru_cache(maxsize=None)  # the same bytes for every scenario and cap of one run
+@functools.cache  # the same bytes for every scenario and cap of one run
 def metadata_images() -> dict[str, tuple[bytes, str]]:
     """Images whose metadata, not pixels, is large: an ICC profile across many JPEG APP2 segments, APP1
     segments filling the body, a PNG iCCP chunk inflating to 16 MB, the zTXt PNG."""
@@ -344,7 +344,7 @@ def metadata_images() -> dict[str, tuple[bytes, str]]:
             "png iCCP inflating to 16 MB": (png_iccp, "image/png"), "png 63 zTXt chunks": (ztxt_png(), "image/png")}
 
 
-@functools.lru_cache(maxsize=None)  # the same bytes for every scenario and cap of one run
+@functools.cache  # the same bytes for every scenario and cap of one run
 def legal_body(size: int) -> bytes:
     """A valid JPEG padded after its EOI to `size` bytes: a legal body as large as a client may send."""
     data = encode(photo(640, 480, 13), "JPEG", quality=90)
@@ -551,14 +551,27 @@ SCENARIOS = {
     "mix": Scenario(attack_mix),
 }
 AFTER_S = 2.0  # valid requests sent this long after an attack ends must all be answered correctly
-CHECK_S = 3.0  # ... for this long
+CHECK_S = 3.0  # ... for this long (--check-seconds)
 
 
 def run_scenario(args, name: str, cap: int | None) -> dict:
-    scenario = SCENARIOS[name]
     cgroup, why = make_cgroup(cap) if cap else (None, "no cap asked for")
+    if cgroup is None:
+        print(f"   no memory cap: {why}", file=sys.stderr, flush=True)
     log = Path(args.workdir) / f"server-{name}-{cap >> 20 if cap else 0}M.log"
     srv = Server(args.bundle, cgroup, log, args.processes)
+    try:
+        return _run(args, name, cgroup, srv)
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            stop(srv.proc)
+        if cgroup:
+            time.sleep(0.5)
+            cgroup.remove()
+
+
+def _run(args, name: str, cgroup: Cgroup | None, srv: Server) -> dict:
+    scenario = SCENARIOS[name]
     srv.start()
     port = srv.port
     with urllib_json(port, "/model") as meta:
@@ -570,6 +583,7 @@ def run_scenario(args, name: str, cap: int | None) -> dict:
         expected[key] = top1(body) if status == 200 else None
     stop_attack, stop_all = threading.Event(), threading.Event()
     answers: list[tuple[float, bool, int]] = []  # (sent at, correct, status)
+    latencies: list[tuple[float, float]] = []  # (sent at, seconds to the answer)
     stats: Counter = Counter()
     peaks = {"cgroup": 0, "spooled": 0}
     lock = threading.Lock()
@@ -589,6 +603,7 @@ def run_scenario(args, name: str, cap: int | None) -> dict:
             t0 = time.monotonic()
             status, body = call(port, "POST", "/predict", valid[key], {"Content-Type": "image/jpeg"}, timeout=10)
             with lock:
+                latencies.append((t0, time.monotonic() - t0))
                 answers.append((t0, status == 200 and top1(body) == expected[key],
                                 status if status != -1 else f"no answer: {body.decode(errors='replace')[:60]}"))
             stop_all.wait(rnd.uniform(0.02, 0.1))
@@ -604,7 +619,7 @@ def run_scenario(args, name: str, cap: int | None) -> dict:
     stop_attack.set()
     t_end = time.monotonic()
     attack.join(timeout=30)
-    time.sleep(max(0.0, t_end + AFTER_S + CHECK_S - time.monotonic()))
+    time.sleep(max(0.0, t_end + AFTER_S + getattr(args, "check_s", CHECK_S) - time.monotonic()))
     stop_all.set()
     for t in clients:
         t.join(timeout=15)
@@ -613,19 +628,19 @@ def run_scenario(args, name: str, cap: int | None) -> dict:
         oom = cgroup.oom_kills() if cgroup else None
         cg_peak = cgroup.peak() if cgroup else None
         stop(srv.proc)
-    if cgroup:
-        time.sleep(0.5)
-        cgroup.remove()
 
     during = [a for a in answers if t_start <= a[0] < t_end]
+    lat = sorted(x for t, x in latencies if t_start <= t < t_end)
     after = [a for a in answers if a[0] >= t_end + AFTER_S]
     failed_after = [a[0] for a in answers if a[0] >= t_end and not a[1]]
     share = lambda xs: sum(ok for _, ok, _ in xs) / len(xs) if xs else 0.0
     supervisor_kills = sum(1 for code in srv.exits if code == -9)
     out = {
-        "attack": name, "cap_mib": cap >> 20 if cgroup else None, "cap_note": "" if cgroup else why,
+        "attack": name, "cap_mib": cgroup.cap >> 20 if cgroup else None, "cap_note": "" if cgroup else "no writable memory cgroup",
         "processes": args.processes, "seconds": args.seconds,
         "valid_during": len(during), "valid_during_share": share(during),
+        "valid_p50_ms": round(lat[len(lat) // 2] * 1e3) if lat else None,
+        "valid_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3) if lat else None,
         "valid_after": len(after), "valid_after_share": share(after),
         "recovered_s": round(max(failed_after) - t_end, 2) if failed_after else 0.0,
         "valid_failures": dict(Counter(s for _, ok, s in answers if not ok)),
@@ -639,7 +654,7 @@ def run_scenario(args, name: str, cap: int | None) -> dict:
     out["goals"] = {
         f"valid during >= {goal_during:.0%}": out["valid_during_share"] >= goal_during,
         f"valid {AFTER_S:g} s after = 100%": out["valid_after"] > 0 and out["valid_after_share"] == 1.0,
-        "supervisor OOM kills = 0": supervisor_kills == 0 and not srv.exits,
+        "supervisor OOM kills = 0": supervisor_kills == 0 and not srv.exits and not oom,
     }
     if scenario.spool_goal:
         out["goals"]["spooled <= 4 x 20 MiB"] = peaks["spooled"] <= 80 * MiB
@@ -649,17 +664,23 @@ def run_scenario(args, name: str, cap: int | None) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'attack':20} {'cap':>5} {'valid during':>15} {'goal':>5} {'after 2 s':>10} {'recov s':>7} {'sup OOM':>7} "
-            f"{'OOM kills':>9} {'w died':>6} {'w recyc':>7} {'cg peak':>7} {'spooled':>7} result")
-    print(head)
-    print("-" * len(head))
+    """One row per scenario and cap. sup OOM: OOM kills in the cap's cgroup itself, where the supervisor runs
+    (cgroup v1 counts a kill in the victim's own cgroup: a worker's is counted in its own, gone with it), plus
+    supervisor deaths by SIGKILL; w killed: workers that died (the server log's "died (...)"), w recycled:
+    workers replaced on request (MemoryError, RSS, --max-requests)."""
+    cols = ["attack", "cap", "valid during", "goal", "p50/p99 ms", "after 2 s", "recov s", "sup OOM", "w killed",
+            "w recycled", "cg peak MiB", "spooled MiB", "result"]
+    table = []
     for r in rows:
         goal = next(k for k in r["goals"] if k.startswith("valid during")).split(">= ")[1]
-        print(f"{r['attack']:20} {str(r['cap_mib'] or '-'):>5} {100 * r['valid_during_share']:6.1f}% of {r['valid_during']:<5} {goal:>5} "
-              f"{100 * r['valid_after_share']:6.1f}%   {r['recovered_s']:7.1f} {r['supervisor_oom_kills']:7} "
-              f"{str(r['oom_kills_total']):>9} {r['worker_deaths']:6} {r['worker_retirements']:7} "
-              f"{str(r['cgroup_peak_mib']):>7} {r['spooled_peak_mib']:7.1f} "
-              f"{'PASS' if r['ok'] else 'FAIL: ' + ', '.join(k for k, v in r['goals'].items() if not v)}")
+        table.append([r["attack"], r["cap_mib"] or "-", f"{100 * r['valid_during_share']:.1f}% of {r['valid_during']}", goal,
+                      f"{r['valid_p50_ms']}/{r['valid_p99_ms']}", f"{100 * r['valid_after_share']:.1f}%", f"{r['recovered_s']:.1f}",
+                      r["supervisor_oom_kills"] + (r["oom_kills_total"] or 0), r["worker_deaths"], r["worker_retirements"],
+                      r["cgroup_peak_mib"], f"{r['spooled_peak_mib']:.1f}",
+                      "PASS" if r["ok"] else "FAIL: " + ", ".join(k for k, v in r["goals"].items() if not v)])
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *table)]
+    for line in [cols, *table]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
 
 
 class urllib_json:
@@ -689,10 +710,10 @@ def valid_images(folder: Path | None) -> dict[str, bytes]:
 
 
 def scenario_args(bundle: Path, workdir: Path, images: Path | None = None, seconds: float = 15.0, scale: float = 1.0,
-                  processes: int = 2, valid_clients: int = 2) -> argparse.Namespace:
+                  processes: int = 2, valid_clients: int = 2, check_s: float = 3.0) -> argparse.Namespace:
     """What run_scenario reads, for a caller that is not the command line (tests/test_attack.py)."""
     return argparse.Namespace(bundle=bundle, workdir=str(workdir), images=images, seconds=seconds, scale=scale,
-                              processes=processes, valid_clients=valid_clients)
+                              processes=processes, valid_clients=valid_clients, check_s=check_s)
 
 
 def main(argv=None) -> int:
@@ -702,14 +723,19 @@ def main(argv=None) -> int:
     ap.add_argument("--all", action="store_true", help="every scenario")
     ap.add_argument("--images", type=Path, help="folder of valid JPEGs (default: synthetic ones)")
     ap.add_argument("--seconds", type=float, default=15.0, help="how long each attack lasts (default 15)")
+    ap.add_argument("--quick", action="store_true", help="5 s per scenario, under 256 MiB only")
     ap.add_argument("--scale", type=float, default=1.0, help="scale the attack's clients and connections (tests: 0.25)")
     ap.add_argument("--cap", action="append", help="memory cap per run, e.g. 600M (repeatable; default 600M and 256M)")
     ap.add_argument("--processes", type=int, default=2, help="edgeport serve --processes (default 2)")
     ap.add_argument("--valid-clients", type=int, default=2)
+    ap.add_argument("--check-seconds", dest="check_s", type=float, default=CHECK_S,
+                    help=f"how long valid requests are checked from {AFTER_S:g} s after an attack ends (default {CHECK_S:g})")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON line with every figure at the end")
     args = ap.parse_args(argv)
     names = list(SCENARIOS) if args.all or not args.attack else args.attack
+    if args.quick:
+        args.seconds, args.cap = 5.0, args.cap or ["256M"]
     caps = args.cap or ["600M", "256M"]
     if args.workdir is None:
         import tempfile
