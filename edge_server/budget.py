@@ -119,6 +119,7 @@ class Budget:
         # Called (with the RSS) when nothing is in flight and RSS stays above the ceiling after a trim; a
         # supervised worker asks to be replaced then (worker.py): a fresh process starts at its baseline.
         self.on_stuck = None
+        self.limit: int | None = None  # the process's limit (for_process): ceiling + margin
         self.refused = {"413": 0, "503": 0}
         self._cond = threading.Condition()
         self._released_since_trim = 0
@@ -131,8 +132,10 @@ class Budget:
         # ceiling (limit - margin) stood below the baseline and every request was 503 (256 MiB, 2 workers:
         # 103 MiB each, 73 MiB at start). Half of what is left above the baseline stays the margin there.
         margin = min(margin, max(0, limit - baseline) // 2)
-        return cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
-                   ceiling=limit - margin)
+        budget = cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
+                     ceiling=limit - margin)
+        budget.limit = limit
+        return budget
 
     def set_aside(self, nbytes: int, what: str) -> int:
         """Take `nbytes` out of the total for good (the HTTP layer's connection buffers, held whatever the
@@ -155,9 +158,13 @@ class Budget:
         rss = current_rss()
         if rss + nbytes <= self.ceiling:
             return True
-        if self.on_stuck is not None:  # it will not come back: every request would be 503 until the process goes
-            self.on_stuck(rss)
-        return False
+        if self.on_stuck is None:
+            return False
+        # It will not come back: every request would be 503 until the process goes. A supervised worker asks
+        # for its successor, and meanwhile admits a request alone up to its limit (the margin is for others'
+        # unestimated memory; none are in flight, and its hard limit answers a request that passes it).
+        self.on_stuck(rss)
+        return self.limit is not None and rss + nbytes <= self.limit
 
     def reserve(self, nbytes: int, what: str) -> int:
         """Block until `nbytes` fit (up to wait_s), then count them as used. Returns nbytes for release()."""

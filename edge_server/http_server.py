@@ -37,7 +37,7 @@ Memory of the HTTP layer (the bounds are one table in settings.py):
   end, and one that would pass spool_bytes is refused 503 before a byte of it
   is written (Spool);
 - at the connection limit the server still accepts: it closes the connection
-  whose request arrives slowest and has no request in the app (an idle
+  silent longest and has no request in the app (an idle
   keep-alive, slowloris, stalled headers, one lingering after an error), so
   idle or stalled connections cannot lock valid clients out (make_room).
 """
@@ -230,8 +230,8 @@ def _maintenance(server, now, header_timeout: float, body_timeout: float):
             ch.will_close = True  # the next loop closes it (HTTPChannel.writable)
 
 
-# A connection younger than this that has sent nothing is closed for room only after every other: a valid
-# client's request arrives within milliseconds of its connection, but the loop accepts before it reads.
+# A connection younger than this that has sent nothing is not closed for room: a valid client's request
+# arrives within milliseconds of its connection, but the loop accepts before it reads.
 GRACE_S = 1.0
 ACCEPT_BATCH = 64
 
@@ -239,10 +239,11 @@ ACCEPT_BATCH = 64
 def eviction_key(ch, now: float) -> tuple | None:
     """The order in which connections are closed to make room, lowest first; None: never (a request in
     the app, or an answer being written). First those lingering after an error; then idle keep-alives
-    (answered, nothing new sent), the longest idle first; then requests still arriving, the slowest
-    (bytes a second since the request began) first: slowloris and stalled headers before an upload in
-    progress; last, connections younger than GRACE_S that have sent nothing yet (closing one with its
-    request unread resets it: a valid client)."""
+    (answered, nothing new sent), the longest idle first; then requests still in their headers, then
+    those receiving a body, each the longest silent first: stalled headers and slowloris before a body
+    upload (under a flood of young stalled connections, a valid upload was as recent as they were, but
+    has its headers complete); 3: connections younger than GRACE_S that have sent nothing yet, never closed for room
+    (closing one with its request unread resets it: a valid client's)."""
     if getattr(ch, "lingering_until", None) is not None:
         return (0, 0.0, 0.0)
     if ch.requests or ch.total_outbufs_len or not ch.connected:
@@ -253,24 +254,26 @@ def eviction_key(ch, now: float) -> tuple | None:
     since = started if req is not None and started is not None else ch.last_activity
     if req is None and now - since < GRACE_S:
         return (3, 0.0, since)
-    rate = (req.header_bytes_received + req.body_bytes_received) / max(now - since, 1e-3) if req is not None else 0.0
-    return (2, rate, since)
+    return (2, int(req is not None and req.headers_finished), ch.last_activity)
 
 
-def make_room(channels: list, limit: int, keep=None) -> bool:
-    """Close connections (eviction_key order) while more than `limit` are open; False if none may close."""
+def closable(channels: list, now: float, keep=()) -> list:
+    """The connections that may be closed for room, in eviction_key order. A young one that has sent nothing
+    is never among them: accepting stops instead until it has spoken or aged."""
+    keys = sorted((k, i) for i, ch in enumerate(channels) if ch not in keep and (k := eviction_key(ch, now)) is not None and k[0] < 3)
+    return [channels[i] for _, i in keys]
+
+
+def make_room(channels: list, limit: int, keep=()) -> None:
+    """Close connections (eviction_key order) while more than `limit` are open and one may be closed."""
     excess = len(channels) - limit
     if excess <= 0:
-        return True
-    now, keep = time.time(), keep or ()
-    candidates = sorted((k, i) for i, ch in enumerate(channels) if ch not in keep and (k := eviction_key(ch, now)) is not None)
-    for _, i in candidates[:excess]:
-        ch = channels[i]
+        return
+    for ch in closable(channels, time.time(), keep)[:excess]:
         if getattr(ch, "lingering_until", None) is not None:
             HTTPChannel.handle_close(ch)
         else:
             ch.handle_close()
-    return len(candidates) >= excess
 
 
 def open_channels(listeners: list) -> list:
@@ -286,23 +289,26 @@ def accept_beyond_the_limit(d, listeners: list, limit: int) -> None:
         if now >= d.next_channel_cleanup:
             d.next_channel_cleanup = now + d.adj.cleanup_interval
             d.maintenance(now)
-        if not d.accepting:
-            return False
+        return d.accepting and room() > 0
+
+    def room() -> int:
+        """Connections that may be accepted now: free slots plus those that may be closed for them."""
         channels = open_channels(listeners)
-        now = time.time()
-        return len(channels) < limit or any(eviction_key(ch, now) is not None for ch in channels)
+        free = limit - len(channels)
+        return free if free > 0 else free + len(closable(channels, time.time()))
 
     def handle_accept():
-        # Up to ACCEPT_BATCH at a time, then one eviction pass: one connection per loop pass (waitress) made a
-        # flood of reconnecting attackers a queue of seconds in front of a valid client.
+        # Up to ACCEPT_BATCH at a time (never more than there is room for), then one eviction pass: one
+        # connection per loop pass (waitress) made a flood of reconnecting attackers a queue of seconds in
+        # front of a valid client.
         before = set(d.active_channels)
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(max(1, min(ACCEPT_BATCH, room()))):
             n = len(d.active_channels)
             type(d).handle_accept(d)
             if len(d.active_channels) == n:  # nothing more waiting (or a failed accept)
                 break
         new = [d.active_channels[fd] for fd in set(d.active_channels) - before]
-        make_room(open_channels(listeners), limit, keep=new)
+        make_room(open_channels(listeners), limit, keep=set(new))
 
     d.readable = readable
     d.handle_accept = handle_accept
