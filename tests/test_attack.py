@@ -7,15 +7,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from waitress.adjustments import Adjustments
 
-from edge_server.budget import MiB, parse_size
+from edge_server.budget import Budget, MiB, parse_size
+from edge_server.http_server import (
+    GuardedParser,
+    Spool,
+    connection_bytes,
+    fit_connections,
+)
+from edge_server.settings import ServerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import attack
 
 SUPPORTED, WHY = attack.cgroup_support()
-pytestmark = pytest.mark.skipif(not SUPPORTED, reason=f"no writable memory cgroup to cap the server: {WHY}")
 
 CASES = {
     "a-progressive-jpeg": "256M",  # 16 clients of a 188 kB progressive 16 Mpx JPEG: OOM in 0.3 s
@@ -28,6 +35,7 @@ CASES = {
 }
 
 
+@pytest.mark.skipif(not SUPPORTED, reason=f"no writable memory cgroup to cap the server: {WHY}")
 @pytest.mark.parametrize("name", list(CASES))
 def test_attack_leaves_the_supervisor_up_and_valid_clients_answered(name, int8_bundle, heldout_dir, tmp_path):
     args = attack.scenario_args(int8_bundle, tmp_path, heldout_dir, seconds=3.0, scale=0.25, check_s=1.5)
@@ -37,3 +45,28 @@ def test_attack_leaves_the_supervisor_up_and_valid_clients_answered(name, int8_b
     assert row["valid_after"] and row["valid_after_share"] == 1.0, row
     assert row["valid_during_share"] >= (0.95 if attack.SCENARIOS[name].flood else 0.99), row
     assert row["spooled_peak_mib"] <= 4 * 20, row  # spool_bytes: 4 x the largest body, whatever the attack
+
+
+def test_connections_are_lowered_until_their_buffers_fit_a_quarter_of_the_budget_and_set_aside():
+    settings = ServerSettings(bundle=Path("x"), connection_limit=500)
+    budget = Budget(16 * MiB)
+    limit, line = fit_connections(settings, budget)
+    per = connection_bytes(settings)
+    assert limit == (16 * MiB // 4) // per < 500, line
+    assert budget.total == 16 * MiB - limit * per and "lowered from 500" in line
+
+
+def test_a_body_that_would_spool_past_the_bound_is_refused_503_before_a_byte_is_written():
+    adj = Adjustments(inbuf_overflow=64 * 1024)
+    adj.spool = Spool(30 * MiB)
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    first, second = GuardedParser(adj), GuardedParser(adj)
+    first.received(head % (20 * MiB))
+    assert first.error is None and adj.spool.used == 20 * MiB
+    second.received(head % (20 * MiB))
+    assert type(second.error).__name__ == "SpoolFull" and second.error.code == 503 and second.completed
+    small = GuardedParser(adj)
+    small.received(head % 1000)  # kept in memory: not spooled, not counted
+    assert small.error is None and adj.spool.used == 20 * MiB
+    first.close()
+    assert adj.spool.used == 0
