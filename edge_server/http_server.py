@@ -242,8 +242,10 @@ def eviction_key(ch, now: float) -> tuple | None:
     (answered, nothing new sent), the longest idle first; then requests still in their headers, then
     those receiving a body, each the longest silent first: stalled headers and slowloris before a body
     upload (under a flood of young stalled connections, a valid upload was as recent as they were, but
-    has its headers complete); 3: connections younger than GRACE_S that have sent nothing yet, never closed for room
-    (closing one with its request unread resets it: a valid client's)."""
+    has its headers complete; one silent for GRACE_S is a body trickled slowly). 3, never closed for room:
+    connections younger than GRACE_S that have sent nothing yet (closing one with its request unread
+    resets it: a valid client's) and bodies that received bytes within GRACE_S (the mix's slowloris flood
+    otherwise evicted valid uploads along with the bombs' 19 MiB bodies)."""
     if getattr(ch, "lingering_until", None) is not None:
         return (0, 0.0, 0.0)
     if ch.requests or ch.total_outbufs_len or not ch.connected:
@@ -254,6 +256,8 @@ def eviction_key(ch, now: float) -> tuple | None:
     since = started if req is not None and started is not None else ch.last_activity
     if req is None and now - since < GRACE_S:
         return (3, 0.0, since)
+    if req is not None and req.headers_finished and now - ch.last_activity < GRACE_S:
+        return (3, 0.0, since)  # a body arriving now: an upload in progress
     return (2, int(req is not None and req.headers_finished), ch.last_activity)
 
 
