@@ -215,6 +215,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.exits: list[int] = []
         self.lock = threading.Lock()
+        log.unlink(missing_ok=True)  # its counts (workers died, recycled) are this run's; restarts append
 
     def start(self) -> None:
         procs = str(self.cgroup.procs) if self.cgroup else None
