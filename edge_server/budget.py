@@ -115,6 +115,11 @@ class Budget:
         self.ceiling = ceiling
         self.used = 0
         self.peak = 0
+        self.aside = 0  # set_aside(): bytes held for good by the HTTP layer's buffers
+        # Called (with the RSS) when nothing is in flight and RSS stays above the ceiling after a trim; a
+        # supervised worker asks to be replaced then (worker.py): a fresh process starts at its baseline.
+        self.on_stuck = None
+        self.limit: int | None = None  # the process's limit (for_process): ceiling + margin
         self.refused = {"413": 0, "503": 0}
         self._cond = threading.Condition()
         self._released_since_trim = 0
@@ -123,8 +128,24 @@ class Budget:
     def for_process(cls, limit: int, source: str, baseline: int | None = None, wait_s: float = DEFAULT_WAIT_S) -> "Budget":
         baseline = current_rss() if baseline is None else baseline
         margin = max(MIN_MARGIN, int(limit * MARGIN_FRACTION))
-        return cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
-                   ceiling=limit - margin)
+        # A worker's share of a small cap can leave less above its baseline than MIN_MARGIN: then the RSS
+        # ceiling (limit - margin) stood below the baseline and every request was 503 (256 MiB, 2 workers:
+        # 103 MiB each, 73 MiB at start). Half of what is left above the baseline stays the margin there.
+        margin = min(margin, max(0, limit - baseline) // 2)
+        budget = cls(limit - baseline - margin, wait_s, f"{source}: {limit // MiB} MiB - {baseline // MiB} MiB at start - {margin // MiB} MiB margin",
+                     ceiling=limit - margin)
+        budget.limit = limit
+        return budget
+
+    def set_aside(self, nbytes: int, what: str) -> int:
+        """Take `nbytes` out of the total for good (the HTTP layer's connection buffers, held whatever the
+        requests do); the total keeps at least half of what it was. Returns the bytes taken."""
+        nbytes = max(0, min(int(nbytes), self.total // 2))
+        with self._cond:
+            self.total -= nbytes
+            self.aside += nbytes
+            self.source += f" - {_mib(nbytes)} for {what}"
+        return nbytes
 
     def _fits(self, nbytes: int) -> bool:
         if self.used + nbytes > self.total:
@@ -134,7 +155,16 @@ class Budget:
         if current_rss() + nbytes <= self.ceiling:
             return True
         give_back_memory()  # nobody in flight: what RSS holds beyond the baseline is the allocator's; hand it back
-        return current_rss() + nbytes <= self.ceiling
+        rss = current_rss()
+        if rss + nbytes <= self.ceiling:
+            return True
+        if self.on_stuck is None:
+            return False
+        # It will not come back: every request would be 503 until the process goes. A supervised worker asks
+        # for its successor, and meanwhile admits a request alone up to its limit (the margin is for others'
+        # unestimated memory; none are in flight, and its hard limit answers a request that passes it).
+        self.on_stuck(rss)
+        return self.limit is not None and rss + nbytes <= self.limit
 
     def reserve(self, nbytes: int, what: str) -> int:
         """Block until `nbytes` fit (up to wait_s), then count them as used. Returns nbytes for release()."""

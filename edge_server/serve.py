@@ -63,10 +63,12 @@ def serve(settings: ServerSettings) -> None:
     # the first model's interpreters alive after every hot reload (found by benchmarks/soak.py).
     del svc
     budget = app.extensions["edgeport"].budget
+    server = make_server(app, settings, http_threads, sockets, budget=budget)  # sets the connections' buffers aside
     print(f"edgeport: request memory budget {budget.total >> 20} MiB ({budget.source})", flush=True)
+    print(f"edgeport: HTTP bounds: {server.edgeport_bounds}", flush=True)
     warning = exposure_warning(settings)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     # waitress refuses bodies over the limit from their Content-Length, before buffering a byte, and
     # answers JSON like the app (http_server.py): slow, idle and smuggling clients are guarded there.
-    make_server(app, settings, http_threads, sockets).run()
+    server.run()

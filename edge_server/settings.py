@@ -70,4 +70,21 @@ class ServerSettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 15.0
+    # Memory bounds of the HTTP layer (http_server.py), one table: what every connection and every body in
+    # flight may hold, so that connections x buffers + bodies fit the memory budget.
+    # At most this many connections; lowered at start until their buffers fit `connection_share` of the
+    # request budget (a stalled connection holds its header and in-memory body until it times out).
     connection_limit: int = 1000
+    # The buffers of all connections may take this share of the request budget: the rest stays for requests.
+    connection_share: float = 0.25
+    # Request line + headers: Node.js's default (16 KiB) and nginx's 8 KiB a line; curl sends ~80 bytes,
+    # python-requests ~200, a browser with cookies a few KiB. waitress's own 256 KiB let 1,000 stalled
+    # connections hold 200 kB each (+502 MB).
+    max_header_bytes: int = 16 * 1024
+    # A body up to this size stays in memory; past it waitress spools it to a temp file. 64 KiB keeps a
+    # small camera JPEG off the disk while 1,000 connections x 64 KiB stays 64 MiB at most.
+    body_in_memory_bytes: int = 64 * 1024
+    # Bytes of bodies spooled to temp files at once (their Content-Length, counted from the headers): past
+    # it a body is refused 503 before a byte is written. Four of the largest bodies: 50 bodies of 20 MiB
+    # with the last byte held back otherwise spooled 1.05 GB. None: 4 x max_body_bytes.
+    spool_bytes: int | None = None

@@ -94,6 +94,7 @@ def worker_settings(settings: ServerSettings, processes: int, supervisor_rss: in
     # The connection limit is the server's, not each worker's: N workers must not hold N times the buffers.
     return replace(settings, service=service, memory_limit=share, worker_memory=settings.worker_memory or share,
                    connection_limit=max(16, settings.connection_limit // processes),
+                   spool_bytes=(settings.spool_bytes if settings.spool_bytes is not None else 4 * settings.max_body_bytes) // processes,
                    memory_source=f"{settings.memory_source or '--memory-budget-mb'}, less the supervisor, shared by {processes} workers")
 
 
@@ -421,6 +422,7 @@ def supervise(settings: ServerSettings) -> None:
               f"a worker is replaced after {settings.max_requests or 'unlimited'} requests, when it dies, or when its RSS stays "
               f"above its mark", flush=True)
         print(f"edgeport: request memory budget {first['budget']} per worker; hard limit {first['limit']} per worker", flush=True)
+        print(f"edgeport: HTTP bounds per worker: {first.get('bounds')}", flush=True)
         warning = exposure_warning(settings)
         if warning:
             print(warning, file=sys.stderr, flush=True)

@@ -251,10 +251,10 @@ def share_only_when_free(server) -> None:
     dispatcher = server.task_dispatcher
     threads = len(dispatcher.threads) or 1
     def free_readable(d):
-        own = type(d).readable  # waitress's maintenance pass and its connection limit
+        own = d.readable  # the maintenance pass and the connection limit (http_server.accept_beyond_the_limit)
 
         def readable():
-            return own(d) and dispatcher.active_count + len(dispatcher.queue) < threads
+            return own() and dispatcher.active_count + len(dispatcher.queue) < threads
         return readable
 
     for d in listeners(server):
@@ -305,15 +305,20 @@ def run(settings, sockets: list, fd: int, index: int, processes: int) -> None:
     rss_mark = settings.recycle_rss or (current_rss() + st.budget.total // 2)
     tally = Tally(link, _jittered(settings.max_requests), rss_mark)
     app.register_error_handler(MemoryError, memory_error_handler(tally, f"{wall // MiB} MiB"))
+    # Memory the allocator keeps after a burst (16 Mpx decodes, 19 MiB bodies) refused every request 503 for
+    # minutes: at the first request it refuses with nothing in flight, this worker asks for its successor.
+    st.budget.on_stuck = lambda rss: tally.retire(f"RSS {rss // MiB} MiB stays above the request budget's ceiling "
+                                                  f"with nothing in flight")
     _announce_reloads(st, link)
     http_threads = settings.http_threads or svc.pool_size + 2
-    server = make_server(counted(app, tally), settings, http_threads, sockets)
+    server = make_server(counted(app, tally), settings, http_threads, sockets, budget=st.budget)
     install_drain(server, settings)
     share_only_when_free(server)
     text = describe(svc, settings, time.perf_counter() - t0, f"{processes} processes x ")
     del svc  # as in serve(): a local would keep the first model alive after a reload
     limit = cap_memory(headroom)
     link.send("ready", index=index, text=text, budget=f"{st.budget.total >> 20} MiB ({st.budget.source})",
+              bounds=server.edgeport_bounds,
               limit=(f"{limit // MiB} MiB of data mappings (RLIMIT_DATA)" if limit else "none (RLIMIT_DATA unavailable)")
               + (f", {(settings.worker_memory + settings.worker_memory // 4) // MiB} MiB in a memory cgroup of its own" if group
                  else ", no memory cgroup of its own (none writable here)"))
