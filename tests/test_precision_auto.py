@@ -203,3 +203,10 @@ def test_a_profile_precision_must_be_a_name(tmp_path, monkeypatch):
     monkeypatch.setattr(devices, "PROFILE_DIR", tmp_path)
     with pytest.raises(devices.DeviceError, match=r"Expected serve.precision to be a precision name .* Received: 8"):
         devices.load_profile("odd")
+
+
+def test_bench_measures_every_precision_of_the_bundle(auto_bundle):
+    from exporter.bench import bench
+
+    rows = bench([auto_bundle], None, threads=1, keras=False, log=lambda m: None)
+    assert [(r["bundle"], r["precision"]) for r in rows] == [(f"{auto_bundle} [int8]", "int8"), (f"{auto_bundle} [float16]", "float16")]
