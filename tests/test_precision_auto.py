@@ -4,6 +4,7 @@ them at start and serves the fastest, or the one a flag or a device profile pins
 import json
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -102,8 +103,13 @@ def test_real_timing_serves_the_minimum_of_its_own_measurements(auto_bundle, tmp
 def test_processes_time_once_and_every_worker_serves_the_same(auto_bundle, tmp_path):
     srv = start_server(auto_bundle, tmp_path, "--processes", "2", "--no-access-log")
     try:
-        seen = {http("GET", srv.url + "/model")[1]["precision_choice"]["precision"] for _ in range(6)}
-        assert len(seen) == 1
+        seen = [http("GET", srv.url + "/model")[1]["precision_choice"] for _ in range(6)]
+        assert len({c["precision"] for c in seen}) == 1
+        assert all(c["reason"] == "fastest here, timed once for every worker" for c in seen), seen
+        # the supervisor prints the first worker's start-up lines once every worker is ready: a little after the first answers
+        deadline = time.monotonic() + 30
+        while "timed once for every worker" not in srv.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert "timed once for every worker" in srv.log.read_text()
     finally:
         srv.stop()
