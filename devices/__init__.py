@@ -25,6 +25,12 @@ REQUIRED_FIELDS = (
     "service.memory_max",
 )
 
+# Dotted paths a profile may have, and what each must be. serve.precision pins one precision of a
+# multi-precision bundle (export --precision auto); without it the server times them all at start.
+OPTIONAL_FIELDS = {
+    "serve.precision": (lambda v: isinstance(v, str) and v.isidentifier(), "a precision name such as \"int8\""),
+}
+
 
 class DeviceError(Exception):
     cli_exit_code = 2
@@ -53,4 +59,10 @@ def load_profile(name: str) -> dict:
     with open(path, "rb") as f:
         profile = tomllib.load(f)
     profile.setdefault("name", name)
+    for dotted, (ok, what) in OPTIONAL_FIELDS.items():
+        node = profile
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not ok(node):
+            raise DeviceError(f"Expected {dotted} to be {what} in {path.name}. Received: {node!r}")
     return profile

@@ -5,6 +5,11 @@ through `load_bundle`. Writing is atomic (atomic.py): the folder is assembled
 under a temporary name beside the destination and renamed into place only
 once complete, and an existing bundle of that name is replaced only after the
 new one is whole. The model file's sha256 is recorded and checked on every load.
+
+A bundle may hold the model at several precisions (`edgeport export --precision auto`): bundle.json's
+`models` lists each file with its own precision, sha256, input/output and verification, and the
+top-level fields describe the default entry (`model.tflite`), so a reader that knows nothing of
+`models` serves that one. The server picks among them on the device (precision_choice.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ SCHEMA_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 # format -> model file name inside a bundle (and the suffix of a bare model file)
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+# What each `models` entry carries besides its file: the fields that differ between precisions.
+ENTRY_FIELDS = ("precision", "input", "output", "verification", "export")
+MAX_MODELS = 8
+
+
+def entry_file(fmt: str, precision: str | None = None) -> str:
+    """The file of a `models` entry: the default entry's is the single-precision name, the others carry
+    their precision (model.float16.tflite), so one folder holds them all and old readers find theirs."""
+    name = MODEL_FILES[fmt]
+    if precision is None:
+        return name
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}.{precision}.{suffix}"
 
 
 def sha256_file(path: Path) -> str:
@@ -66,6 +84,21 @@ class Bundle:
     @property
     def output(self) -> dict:
         return self.meta["output"]
+
+    @property
+    def precisions(self) -> list[str]:
+        """Every precision the bundle holds; one for a single-precision bundle."""
+        return [m["precision"] for m in self.meta.get("models") or []] or [self.meta.get("precision")]
+
+    def with_precision(self, precision: str) -> "Bundle":
+        """The same bundle, its top-level fields (model file, sha256, input, output, verification) those of one entry."""
+        if precision == self.meta.get("precision") and not self.meta.get("models"):
+            return self
+        entry = next((m for m in self.meta.get("models") or [] if m["precision"] == precision), None)
+        if entry is None:
+            raise BundleError(f"Expected a precision this bundle holds, one of {self.precisions}. Received: {precision!r} for {self.path}")
+        meta = {**self.meta, **{k: entry[k] for k in (*ENTRY_FIELDS, "model_file", "sha256") if k in entry}}
+        return Bundle(self.path, self.path / entry["model_file"], meta)
 
 
 def _read_tflite_metadata(path: Path) -> dict | None:
@@ -141,7 +174,54 @@ def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_h
                 f"Expected {model_file} with the sha256 in {BUNDLE_JSON} ({meta['sha256'][:16]}...). Received: "
                 f"sha256 {actual[:16]}..., the file does not match bundle.json (changed or damaged): {model_path}"
             )
+    if "models" in meta:
+        _check_models(path, meta, meta_path, check_hash)
     return Bundle(path, model_path, meta)
+
+
+def _check_models(path: Path, meta: dict, meta_path: Path, check_hash: bool) -> None:
+    """Every entry of `models`: a known precision once each, its own file named for it, present and matching its
+    sha256; the default entry is the top-level one. The server may serve any of them, so all are checked."""
+    models = meta["models"]
+    if not isinstance(models, list) or not 1 <= len(models) <= MAX_MODELS or not all(isinstance(m, dict) for m in models):
+        raise BundleError(f"Expected {BUNDLE_JSON} field 'models' to be a list of 1-{MAX_MODELS} objects. Received: {_brief(models)} in {meta_path}")
+    seen = set()
+    for i, m in enumerate(models):
+        where = f"models[{i}] in {meta_path}"
+        missing = [k for k in ("precision", "model_file", "sha256", "input", "output") if k not in m]
+        if missing:
+            raise BundleError(f"Expected {BUNDLE_JSON} models[{i}] with the fields {missing}. Received: {meta_path} without them")
+        precision = m["precision"]
+        if not isinstance(precision, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", precision) or precision in seen:
+            raise BundleError(f"Expected each precision once in {BUNDLE_JSON} 'models'. Received: {_brief(precision)} at {where}")
+        seen.add(precision)
+        check_meta_types({k: m[k] for k in ("sha256", "input", "output")}, where)
+        for side in ("input", "output"):
+            for key, (ok, what) in SIDE_TYPES.items():
+                value = m[side].get(key)
+                if value is not None and not ok(value):
+                    raise BundleError(f"Expected {BUNDLE_JSON} field {side}.{key} to be {what}. Received: {_brief(value)} at {where}")
+        is_default = precision == meta.get("precision")
+        expected = entry_file(meta["format"], None if is_default else precision)
+        if m["model_file"] != expected:
+            raise BundleError(f"Expected model_file {expected!r} for the {precision} entry. Received: {_brief(m['model_file'])} at {where}")
+        if is_default and m["sha256"] != meta["sha256"]:
+            raise BundleError(f"Expected the {precision} entry's sha256 to be the top-level one. Received: {m['sha256'][:16]}... at {where}")
+        file = path / m["model_file"]
+        if not file.is_file():
+            raise BundleError(f"Expected the model file {m['model_file']} in the bundle ({precision}). Received: {file} (missing)")
+        if check_hash and not is_default:  # the default entry's file was checked above
+            try:
+                actual = sha256_file(file)
+            except OSError as e:
+                raise BundleError(f"Expected a readable model file. Received: {file} ({e.strerror})") from None
+            if actual != m["sha256"]:
+                raise BundleError(
+                    f"Expected {m['model_file']} with the sha256 in {BUNDLE_JSON} ({m['sha256'][:16]}...). Received: "
+                    f"sha256 {actual[:16]}..., the file does not match bundle.json (changed or damaged): {file}"
+                )
+    if meta.get("precision") not in seen:
+        raise BundleError(f"Expected the top-level precision among 'models' {sorted(seen)}. Received: {_brief(meta.get('precision'))} in {meta_path}")
 
 
 def _is_str(v) -> bool:
@@ -226,10 +306,13 @@ def _bare_model(model_path: Path, labels_path) -> Bundle:
     return Bundle(model_path.parent, model_path, meta)
 
 
-def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_files: dict[str, bytes] | None = None) -> Path:
+def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_files: dict[str, bytes] | None = None,
+                 more_models: list[tuple[str | Path, dict]] | None = None) -> Path:
     """Atomically publish a bundle folder at `dest` holding a copy of `model_src` and bundle.json.
 
     `meta` is completed with schema_version, model_file, sha256 and created.
+    `more_models`: (file, entry) for each further precision, the entry holding ENTRY_FIELDS; with them,
+    bundle.json lists every file (the default, `model_src`, first) under `models`.
     An existing bundle at `dest` stays until the new one is complete.
     """
     dest = Path(dest)
@@ -252,6 +335,14 @@ def write_bundle(dest: str | Path, model_src: str | Path, meta: dict, extra_file
             "sha256": sha256_file(tmp / model_file),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if more_models:
+            entries = [{k: full[k] for k in (*ENTRY_FIELDS, "model_file", "sha256") if k in full}]
+            for src, entry in more_models:
+                name = entry_file(fmt, entry["precision"])
+                shutil.copyfile(src, tmp / name)
+                entries.append({**{k: entry[k] for k in ENTRY_FIELDS if k in entry}, "model_file": name,
+                                "sha256": sha256_file(tmp / name)})
+            full["models"] = entries
         # bundle.json is written last: a folder without it never loads as a bundle.
         _write_synced(tmp / BUNDLE_JSON, json.dumps(full, indent=2).encode())
         _fsync_dir(tmp)

@@ -20,6 +20,8 @@ from .errors import BadInput, BundleError, DeadlineExceeded, EdgeError
 from .imageio import DECODE_MODES, DEFAULT_MAX_PIXELS, decode_peak, header_cost, open_image, to_model_input
 from .options import option
 from .pool import RuntimePool
+from .precision_choice import decide as decide_precision
+from .precision_choice import measure as measure_precisions
 from .preprocessing import Preprocessing
 from .runtimes import RuntimeOptions, open_runtime
 
@@ -50,6 +52,12 @@ class ServiceOptions:
     onnx_providers: tuple[str, ...] = option(("CPUExecutionProvider",), cli=False, profile="onnx_providers", convert=tuple)
     onnx_mem_arena: bool = option(True, cli=False, profile="onnx_mem_arena")
     trt_cache_dir: str | None = option(None, cli=False, profile="trt_cache_dir")
+    # Of a multi-precision bundle (export --precision auto); None: the fastest, timed at start (precision_choice.py).
+    precision: str | None = option(None, "which precision of a multi-precision bundle (export --precision auto) to serve "
+                                         "(default: from device, else the fastest, timed on this machine at start)",
+                                   profile="precision")
+    precision_pinned_by: str = "--precision"  # what set `precision`: the flag, or "device profile NAME"
+    precision_decided: dict | None = None  # a choice made once for every worker (precision_choice.Choice.to_dict())
     warmup_runs: int = 2
     # What a bare model file expects (flags); None: read from the file's metadata, else raw 0-255 RGB with a warning.
     preprocessing: Preprocessing | None = None
@@ -140,11 +148,20 @@ class ModelService:
         self.options = options or ServiceOptions()
         self.pool_size, self.threads, self.solo_threads = self.options.resolved()
 
-        def opener(threads: int):
-            ropts = RuntimeOptions(
+        def runtime_options(threads: int) -> RuntimeOptions:
+            return RuntimeOptions(
                 threads=threads, onnx_providers=list(self.options.onnx_providers),
                 onnx_mem_arena=self.options.onnx_mem_arena, trt_cache_dir=self.options.trt_cache_dir,
             )
+
+        # Timed with the pooled instances' threads: what most requests run on.
+        self.precision_choice = decide_precision(
+            bundle, lambda b: measure_precisions(b, lambda path: open_runtime(b.format, path, runtime_options(self.threads))),
+            self.options.precision, self.options.precision_pinned_by, self.options.precision_decided)
+        bundle = self.bundle = bundle.with_precision(self.precision_choice.precision)
+
+        def opener(threads: int):
+            ropts = runtime_options(threads)
             return lambda: open_runtime(bundle.format, bundle.model_path, ropts)
 
         self.warnings: list[str] = []
@@ -376,5 +393,7 @@ class ModelService:
             "warnings": self.warnings,
             "file_metadata": m.get("file_metadata"),  # what a bare .tflite said about itself (TFLite Model Metadata)
             "decode": {"mode": self.decode_mode, "why": self.decode_reason},
+            # Which of the bundle's precisions is served, why, and the start-up timings it was chosen by.
+            "precision_choice": self.precision_choice.to_dict() | {"available": self.bundle.precisions},
             "verification": m.get("verification"), "sha256": m.get("sha256"), "loaded_at": self.loaded_at,
         }

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                    help="image files, folders (walked recursively) or glob patterns such as 'photos/**/*.jpg'")
     p.add_argument("--top-k", type=int, default=3)
-    add_arguments(p, ServiceOptions, layered=True, only=("threads", "max_pixels"))
+    add_arguments(p, ServiceOptions, layered=True, only=("threads", "max_pixels", "precision"))
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="JSON lines, one per image (and a last {\"summary\": ...} line where folders name classes), "
                         "to FILE; bare --json or --json - writes them to stdout in place of the table")
@@ -72,7 +72,10 @@ def _service_options(args, profile: dict | None):
     from edge_core.preprocessing import from_args
     from edge_core.service import ServiceOptions
 
-    return ServiceOptions(**layered(ServiceOptions, args, (profile or {}).get("serve")), preprocessing=from_args(args))
+    options = ServiceOptions(**layered(ServiceOptions, args, (profile or {}).get("serve")), preprocessing=from_args(args))
+    if options.precision is not None and getattr(args, "precision", None) is None:  # the start-up line says who pinned it
+        options.precision_pinned_by = f"device profile {profile['name']}"
+    return options
 
 
 def cmd_serve(args) -> int:

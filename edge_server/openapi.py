@@ -97,7 +97,13 @@ def _schemas(svc) -> dict:
                            "labels": {"type": "array", "items": {"type": "string"}},
                            "input": {"type": "object"}, "output": {"type": "object"},
                            "decode": {"type": "object", "description": "How images are decoded (exact or fast) and why",
-                                      "properties": {"mode": {"type": "string", "enum": ["exact", "fast"]}, "why": {"type": "string"}}}},
+                                      "properties": {"mode": {"type": "string", "enum": ["exact", "fast"]}, "why": {"type": "string"}}},
+                           "precision_choice": {
+                               "type": "object", "description": "Which precision of the bundle is served and why: the fastest "
+                                                               "timed at start (timings_ms), or pinned by a flag or device profile",
+                               "properties": {"precision": {"type": "string"}, "reason": {"type": "string"},
+                                              "timings_ms": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
+                                              "available": {"type": "array", "items": {"type": "string"}}}}},
         },
         "TFStatus": {
             "type": "object", "required": ["name", "ready", "model_version_status"],

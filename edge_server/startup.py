@@ -52,8 +52,44 @@ def describe(svc: ModelService, settings: ServerSettings, seconds: float, proces
          f"{svc.pool_size} instances x {svc.threads} threads"
          f"{f' + 1 x {svc.solo_threads} for a request that arrives alone' if svc.solo_threads else ''}) on http://{settings.host}:{settings.port} "
          f"- ready in {seconds:.2f} s"),
+        *([f"edgeport: precision {svc.precision_choice.summary()}"] if len(svc.bundle.precisions) > 1 else []),
         f"edgeport: decoding {svc.decode_mode} ({svc.decode_reason})",
         (f"edgeport: preprocessing {svc.preprocessing.describe()} "
          f"({'in the model graph' if not svc.bundle.meta.get('bare') else PREPROCESSING_ORIGINS[svc.preprocessing.origin]})"),
     ]
     return "\n".join(lines + [f"edgeport: warning: {warning}" for warning in svc.warnings])
+
+
+def decide_precision_once(settings: ServerSettings) -> ServerSettings:
+    """For supervised workers: the precision of a multi-precision bundle, chosen once, before they fork.
+
+    One choice, not one per worker: every worker then serves the same model file, so an answer does not
+    depend on which worker took the request, and the timing runs with the cores to itself instead of N
+    workers timing at once and slowing each other. It runs in a short-lived child: the supervisor loads
+    no model (supervisor.py). A worker reloading another bundle later times that one itself.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        decided = pool.submit(_decide, settings).result()
+    if decided is None:
+        return settings
+    return replace(settings, service=replace(settings.service, precision_decided=decided))
+
+
+def _decide(settings: ServerSettings) -> dict | None:
+    from edge_core.bundle import load_bundle
+    from edge_core.precision_choice import decide, measure
+    from edge_core.runtimes import RuntimeOptions, open_runtime
+
+    bundle = load_bundle(settings.bundle, settings.labels)
+    opts = settings.service
+    ropts = RuntimeOptions(threads=opts.resolved()[1], onnx_providers=list(opts.onnx_providers),
+                           onnx_mem_arena=opts.onnx_mem_arena, trt_cache_dir=opts.trt_cache_dir)
+    choice = decide(bundle, lambda b: measure(b, lambda path: open_runtime(b.format, path, ropts)),
+                    opts.precision, opts.precision_pinned_by)
+    if choice.timings_ms is None:
+        return None  # a single precision or a pin: every worker reads the same
+    return choice.to_dict() | {"reason": f"{choice.reason}, timed once for every worker"}

@@ -399,7 +399,7 @@ class Supervisor:
 
 def supervise(settings: ServerSettings) -> None:
     from .listen import bind
-    from .startup import configure_logging, exposure_warning
+    from .startup import configure_logging, decide_precision_once, exposure_warning
 
     configure_logging()
     t0 = time.perf_counter()
@@ -411,7 +411,7 @@ def supervise(settings: ServerSettings) -> None:
     settings = replace(settings, port=sockets[0].getsockname()[1])  # --port 0: the one picked
     metrics_dir = tempfile.mkdtemp(prefix="edgeport-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    sup = Supervisor(worker_settings(settings, processes, current_rss()), sockets, processes)
+    sup = Supervisor(decide_precision_once(worker_settings(settings, processes, current_rss())), sockets, processes)
     try:
         sup.install_signals()
         infos = sup.start()

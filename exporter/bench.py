@@ -75,6 +75,18 @@ def source_reference(meta: dict):
     return predict, None
 
 
+def entries(bundles: list[Path]) -> list[tuple[Path, str | None]]:
+    """(bundle, precision) to measure: every precision of a multi-precision bundle (export --precision auto),
+    side by side like separate bundles; None for a bundle of one."""
+    from edge_core.bundle import load_bundle
+
+    out = []
+    for path in bundles:
+        held = load_bundle(path).precisions if Path(path).is_dir() else [None]
+        out += [(path, p) for p in held] if len(held) > 1 else [(path, None)]
+    return out
+
+
 def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int = 200, keras: bool = True,
           log=print, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
     """Each bundle measured on the same images; returns one row per bundle: {"bundle", "format", "precision",
@@ -84,8 +96,9 @@ def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int
     references: dict[str, tuple] = {}  # source file -> (probabilities on x, or None; why not)
     x = y = loaded = None
     notes = []
-    for path in bundles:
-        svc = ModelService.from_path(path, options=ServiceOptions(threads=threads, pool_size=1, solo_threads=0, max_pixels=max_pixels))
+    for path, precision in entries(bundles):
+        svc = ModelService.from_path(path, options=ServiceOptions(threads=threads, pool_size=1, solo_threads=0, max_pixels=max_pixels,
+                                                                  precision=precision))
         rt = svc.pool.first
         if images is not None:
             if loaded != (svc.size, svc.labels):  # the same files; decoded again only for another input size or label set
@@ -114,7 +127,7 @@ def bench(bundles: list[Path], images: Path | None, threads: int = 2, limit: int
                 ref, _ = references[key]
                 if ref is not None and ref.shape == probs.shape:
                     m |= {"keras_accuracy": accuracy(ref, y), "agreement_with_keras": float((ref.argmax(1) == top1).mean())}
-        rows.append({"bundle": str(path), "format": svc.bundle.format, "precision": svc.bundle.meta.get("precision"),
+        rows.append({"bundle": str(path) + (f" [{precision}]" if precision else ""), "format": svc.bundle.format, "precision": svc.bundle.meta.get("precision"),
                      "measured": m, "recorded": svc.bundle.meta.get("verification") or {}})
     log(report(rows, images, threads, notes))
     return rows

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, help="a trainer run folder; or, with --labels: a .keras or legacy .h5 file, "
                                              "a SavedModel folder, an .onnx file")
     p.add_argument("--format", choices=["tflite", "onnx"], help="default: from --device, else tflite")
-    p.add_argument("--precision", choices=["float32", "float16", "dynamic", "int8"], help="default: from --device, else int8")
+    p.add_argument("--precision", choices=["float32", "float16", "dynamic", "int8", "auto"],
+                   help="default: from --device, else int8; auto: every precision that passes its floor, in one bundle, "
+                        "the server serving the fastest on its device")
     p.add_argument("--io-dtype", choices=["uint8", "int8", "float32"],
                    help="input/output tensor type; only tflite/int8 offers a choice (default uint8: raw pixels in)")
     p.add_argument("--labels", type=Path, help="labels file (one per line) for a bare .keras model")

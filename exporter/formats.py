@@ -59,6 +59,19 @@ FORMATS: dict[str, Format] = {
 }
 
 
+# `--precision auto`: every precision of the format that passes its floor goes into one bundle, and the
+# device times them when it starts (edge_core/precision_choice.py).
+AUTO = "auto"
+
+
+def auto_precisions(fmt: str) -> list[str]:
+    """The precisions `auto` tries, the smallest file first: the first that passes is the bundle's default
+    entry, the one a reader that knows a single model file serves."""
+    if fmt not in FORMATS:
+        raise ExportError(f"Unsupported format; expected one of {sorted(FORMATS)}. Received: {fmt}")
+    return list(reversed(FORMATS[fmt].precisions))
+
+
 def allowed_combinations() -> list[str]:
     return [f"{f}/{p}" for f, spec in FORMATS.items() for p in spec.precisions]
 

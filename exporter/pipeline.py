@@ -25,7 +25,7 @@ from . import quant_recipe
 from .bias_correction import corrected_bias, feature_shift, linear_head
 from .console import import_tensorflow_quietly, tensorflow_lines_dropped
 from .errors import ExportError, VerificationError
-from .formats import lookup, resolve_io_dtype
+from .formats import AUTO, FORMATS, auto_precisions, lookup, resolve_io_dtype
 from .graph import INPUT_NAME, OUTPUT_NAME, check_classifier, output_activation
 from .run_images import part_items
 from .source import resolve_source
@@ -36,7 +36,8 @@ from .verify import table, verify_export
 class ExportConfig:
     source: Path
     format: str | None = None  # None: from --device, else tflite
-    precision: str | None = None  # None: from --device, else int8
+    precision: str | None = None  # None: from --device, else int8; "auto": every precision that passes, in one bundle
+    precisions: tuple[str, ...] | None = None  # with "auto": the precisions tried (None: every one of the format)
     labels: Path | None = None
     calibration: Path | None = None  # None: the run's training images
     images: Path | None = None  # verification images; None: the run's validation split
@@ -155,27 +156,40 @@ def check_destination(out: Path, need_bytes: int) -> None:
 
 def export(cfg: ExportConfig, log=print) -> ExportResult:
     fmt, precision, threads = _defaults(cfg)
-    fmt_spec, prec = lookup(fmt, precision)
-    io_dtype = resolve_io_dtype(fmt, precision, cfg.io_dtype)
-    floor = prec.min_agreement if cfg.min_agreement is None else cfg.min_agreement
-    if not 0.0 <= floor <= 1.0:
-        raise ExportError(f"--min-agreement must be between 0 and 1. Received: {floor}")
+    auto = precision == AUTO
+    precisions = list(cfg.precisions or auto_precisions(fmt)) if auto else [precision]
+    specs = {p: lookup(fmt, p)[1] for p in precisions}
+    fmt_spec = FORMATS[fmt]
+    # With auto, --io-dtype is for the rows that offer it (tflite/int8); the others keep their default.
+    io_dtypes = {p: resolve_io_dtype(fmt, p, cfg.io_dtype if not auto or cfg.io_dtype in specs[p].io_dtypes else None)
+                 for p in precisions}
+    floors = {p: spec.min_agreement if cfg.min_agreement is None else cfg.min_agreement for p, spec in specs.items()}
+    if not 0.0 <= (cfg.min_agreement or 0.0) <= 1.0:
+        raise ExportError(f"--min-agreement must be between 0 and 1. Received: {cfg.min_agreement}")
     source = resolve_source(cfg.source, cfg.labels, unsafe_deserialization=cfg.unsafe_deserialization)
     out = Path(cfg.out) if cfg.out else Path("bundles") / f"{source.name}.{fmt}-{precision}"
 
     # Resolve every input before the slow steps, so a bad path fails in a second, not after conversion.
     verify_items = calib.folder_items(cfg.images, source.labels) if cfg.images else _items(source, "val", cfg.data)
     calib_items = None
-    if prec.calibrated:
+    calibrated = [p for p in precisions if specs[p].calibrated]
+    if calibrated:
         calib_items = calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else _items(source, "train", cfg.data)
-        if not calib_items:
+        if not calib_items and not auto:
             raise ExportError(f"{fmt}/{precision} needs calibration images: pass --calibration DIR (a few hundred real images)")
+    left_out: dict[str, str] = {}
+    if auto and not calib_items:
+        for p in calibrated:  # auto goes on without them; the rows say why
+            left_out[p] = "needs calibration images (--calibration DIR)"
+            precisions.remove(p)
+        if not precisions:
+            raise ExportError(f"{fmt}/auto: every precision tried needs calibration images: pass --calibration DIR")
     if not verify_items:
         verify_items = calib_items or (calib.folder_items(cfg.calibration, source.labels) if cfg.calibration else None)
     if not verify_items:
         raise ExportError("Verification needs images: pass --images DIR (held-out images, ideally one subfolder per class)")
-    # The bundle is at most about as large as the source model (int8: a quarter), plus bundle.json.
-    check_destination(out, _size_of(source.model_path) + (1 << 20))
+    # The bundle is at most about as large as the source model per precision (int8: a quarter), plus bundle.json.
+    check_destination(out, len(precisions) * _size_of(source.model_path) + (1 << 20))
     clean_orphaned_workdirs()
 
     import_tensorflow_quietly()  # the first TensorFlow import: after the cheap checks
@@ -197,66 +211,30 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
         x_cal, _ = calib.load_images(calib.spread(calib_items, cfg.calibration_size, cfg.seed), size, log, cfg.max_pixels)
     verify_items = calib.spread(verify_items, cfg.verify_size, cfg.seed)
     x_ver, y_ver = calib.load_images(verify_items, size, log, cfg.max_pixels)
+    job = _Job(cfg, source, model, fmt, fmt_spec, size, activation, x_cal, x_ver, y_ver, verify_items, threads, out)
 
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     try:
-        # int8 of a known backbone: all-int8 first; its float-island variant only when all-int8 falls
-        # short of the goal (exporter/quant_recipe.py). Each is converted and verified; the table is kept.
-        candidates = quant_recipe.variants(model) if precision == "int8" else [(precision, ())]
-        tried = []
-        for i, (variant, keep_float) in enumerate(candidates):
-            vdir = workdir / f"variant-{i}"
-            vdir.mkdir()
-            model_file = vdir / f"model{fmt_spec.suffix}"
+        passed = []  # (model file, meta) of each precision that passed its floor, the bundle's default first
+        for p in precisions:
             try:
-                correction = _convert(model, fmt, precision, model_file, x_cal, vdir, io_dtype, keep_float, threads, log)
-                log(f"verify: {len(x_ver)} held-out images through {fmt_spec.runtime} vs "
-                    f"{'ONNX Runtime on the source file' if source.reference is not None else 'Keras'}"
-                    + (f" ({variant})" if len(candidates) > 1 else ""))
-                figures = verify_export(model, model_file, fmt, x_ver, y_ver, activation, threads=threads,
-                                        paths=[p for p, _ in verify_items], reference=source.reference,
-                                        max_pixels=cfg.max_pixels)
-            except ExportError as e:
-                if not tried:  # the first variant is the export itself
+                passed.append(_export_precision(job, p, io_dtypes[p], floors[p], workdir / p, log))
+            except ExportError as e:  # a failed floor or conversion: with auto, that row is left out
+                if not auto:
                     raise
-                log(f"int8 variant {variant!r} skipped: {e}")  # a second try that fails leaves the first standing
-                break
-            tried.append({"variant": variant, "float_layers": list(keep_float), "model_file": model_file,
-                          "figures": figures, "correction": correction})
-            if figures["top1_agreement"] >= quant_recipe.AGREEMENT_GOAL:
-                break
-        chosen = quant_recipe.choose(tried)
-        model_file, figures, correction = chosen["model_file"], chosen["figures"], chosen["correction"]
-        if len(tried) > 1:
-            log(variants_table(tried, chosen))
-        log(table([{"format": fmt, "precision": precision, "verification": figures}]))
-        fd = figures["fast_decode"]
-        log("fast decoding: " + (fd["note"] if fd["top1_agreement"] is None else
-            f"top-1 agreement with exact decoding {100 * fd['top1_agreement']:.1f}% on {fd['images']} images"))
-        if not figures["dynamic_batch"]["ok"]:
-            log(f"warning: {fmt_spec.runtime} did not run a batch of {figures['dynamic_batch']['batch']} like single images: "
-                f"{figures['dynamic_batch']}; serve one image per call")
-        figures["min_agreement"] = floor
-        if figures["top1_agreement"] < floor:
-            raise VerificationError(
-                f"{fmt}/{precision} agrees with the Keras model on {100 * figures['top1_agreement']:.1f}% of "
-                f"{figures['images']} images; the floor is {100 * floor:.1f}%. {changed_answers(figures)}"
-                f"Nothing was published: {out} is as it was. "
-                "Try more or more representative --calibration images, another precision, or lower --min-agreement."
-            )
-        meta = _bundle_meta(source, fmt, precision, model_file, activation, size, figures, cfg.device, 0 if x_cal is None else len(x_cal))
-        meta["export"]["io_dtype"] = io_dtype
-        if correction:
-            meta["export"]["bias_correction"] = correction
-        if precision == "int8":
-            meta["export"]["float_layers"] = chosen["float_layers"]
-            meta["export"]["int8_variants"] = [
-                {"variant": t["variant"], "float_layers": t["float_layers"], "top1_agreement": t["figures"]["top1_agreement"],
-                 "exported_accuracy": t["figures"].get("exported_accuracy"), "latency_ms_p50": t["figures"]["latency_ms"]["p50"],
-                 "chosen": t is chosen} for t in tried]
-        if pre is not None:
-            meta["source"]["preprocessing"] = pre.to_dict() | {"folded_into_graph": True}
-        write_bundle(out, model_file, meta)  # also clears what a killed export left beside `out`
+                left_out[p] = str(e)
+                log(f"export: {fmt}/{p} left out of the bundle: {str(e).splitlines()[0]}")
+        if auto:
+            log(auto_table(fmt, passed, left_out, floors))
+            if not passed:
+                raise VerificationError(f"{fmt}/auto: no precision passed its floor, nothing was published: {out} is as it was. "
+                                        + " ".join(f"{p}: {why}" for p, why in left_out.items()))
+        (model_file, meta), rest = passed[0], passed[1:]
+        if auto:
+            meta["precisions_tried"] = [{"precision": m["precision"], "top1_agreement": m["verification"]["top1_agreement"],
+                                         "min_agreement": floors[m["precision"]], "in_bundle": True} for _, m in passed] + [
+                                        {"precision": p, "in_bundle": False, "why": why} for p, why in left_out.items()]
+        write_bundle(out, model_file, meta, more_models=rest or None)  # also clears what a killed export left beside `out`
     except OSError as e:  # a full disk, a read-only folder: one line, not a traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         raise ExportError(f"Expected to write the export. Received: {e.strerror or e}{where}; {out} is as it was") from None
@@ -266,6 +244,102 @@ def export(cfg: ExportConfig, log=print) -> ExportResult:
             shutil.rmtree(source.workdir, ignore_errors=True)
     log(f"bundle saved: {out}")
     return ExportResult(out, meta)
+
+
+@dataclass
+class _Job:
+    """What every precision of one export shares: the model, its images, where it goes."""
+    cfg: ExportConfig
+    source: object
+    model: object
+    fmt: str
+    fmt_spec: object
+    size: int
+    activation: str
+    x_cal: object
+    x_ver: object
+    y_ver: object
+    verify_items: list
+    threads: int
+    out: Path
+
+
+def _export_precision(job: _Job, precision: str, io_dtype: str, floor: float, workdir: Path, log) -> tuple[Path, dict]:
+    """Convert and verify one precision; its model file and bundle meta, or VerificationError under the floor."""
+    fmt, fmt_spec, model, out = job.fmt, job.fmt_spec, job.model, job.out
+    workdir.mkdir()
+    # int8 of a known backbone: all-int8 first; its float-island variant only when all-int8 falls
+    # short of the goal (exporter/quant_recipe.py). Each is converted and verified; the table is kept.
+    candidates = quant_recipe.variants(model) if precision == "int8" else [(precision, ())]
+    tried = []
+    for i, (variant, keep_float) in enumerate(candidates):
+        vdir = workdir / f"variant-{i}"
+        vdir.mkdir()
+        model_file = vdir / f"model{fmt_spec.suffix}"
+        try:
+            correction = _convert(model, fmt, precision, model_file, job.x_cal, vdir, io_dtype, keep_float, job.threads, log)
+            log(f"verify: {len(job.x_ver)} held-out images through {fmt_spec.runtime} vs "
+                f"{'ONNX Runtime on the source file' if job.source.reference is not None else 'Keras'}"
+                + (f" ({variant})" if len(candidates) > 1 else ""))
+            figures = verify_export(model, model_file, fmt, job.x_ver, job.y_ver, job.activation, threads=job.threads,
+                                    paths=[p for p, _ in job.verify_items], reference=job.source.reference,
+                                    max_pixels=job.cfg.max_pixels)
+        except ExportError as e:
+            if not tried:  # the first variant is the export itself
+                raise
+            log(f"int8 variant {variant!r} skipped: {e}")  # a second try that fails leaves the first standing
+            break
+        tried.append({"variant": variant, "float_layers": list(keep_float), "model_file": model_file,
+                      "figures": figures, "correction": correction})
+        if figures["top1_agreement"] >= quant_recipe.AGREEMENT_GOAL:
+            break
+    chosen = quant_recipe.choose(tried)
+    model_file, figures, correction = chosen["model_file"], chosen["figures"], chosen["correction"]
+    if len(tried) > 1:
+        log(variants_table(tried, chosen))
+    log(table([{"format": fmt, "precision": precision, "verification": figures}]))
+    fd = figures["fast_decode"]
+    log("fast decoding: " + (fd["note"] if fd["top1_agreement"] is None else
+        f"top-1 agreement with exact decoding {100 * fd['top1_agreement']:.1f}% on {fd['images']} images"))
+    if not figures["dynamic_batch"]["ok"]:
+        log(f"warning: {fmt_spec.runtime} did not run a batch of {figures['dynamic_batch']['batch']} like single images: "
+            f"{figures['dynamic_batch']}; serve one image per call")
+    figures["min_agreement"] = floor
+    if figures["top1_agreement"] < floor:
+        raise VerificationError(
+            f"{fmt}/{precision} agrees with the Keras model on {100 * figures['top1_agreement']:.1f}% of "
+            f"{figures['images']} images; the floor is {100 * floor:.1f}%. {changed_answers(figures)}"
+            f"Nothing was published: {out} is as it was. "
+            "Try more or more representative --calibration images, another precision, or lower --min-agreement."
+        )
+    n_cal = 0 if job.x_cal is None or not fmt_spec.precisions[precision].calibrated else len(job.x_cal)
+    meta = _bundle_meta(job.source, fmt, precision, model_file, job.activation, job.size, figures, job.cfg.device, n_cal)
+    meta["export"]["io_dtype"] = io_dtype
+    if correction:
+        meta["export"]["bias_correction"] = correction
+    if precision == "int8":
+        meta["export"]["float_layers"] = chosen["float_layers"]
+        meta["export"]["int8_variants"] = [
+            {"variant": t["variant"], "float_layers": t["float_layers"], "top1_agreement": t["figures"]["top1_agreement"],
+             "exported_accuracy": t["figures"].get("exported_accuracy"), "latency_ms_p50": t["figures"]["latency_ms"]["p50"],
+             "chosen": t is chosen} for t in tried]
+    if job.cfg.preprocessing is not None:
+        meta["source"]["preprocessing"] = job.cfg.preprocessing.to_dict() | {"folded_into_graph": True}
+    return model_file, meta
+
+
+def auto_table(fmt: str, passed: list[tuple[Path, dict]], left_out: dict[str, str], floors: dict[str, float]) -> str:
+    """`--precision auto`: which precisions go into the bundle and which are left out, and why."""
+    lines = [f"precision auto: {len(passed)} of {len(passed) + len(left_out)} {fmt} precisions pass their floor and go into "
+             "the bundle; the server times them on the device and serves the fastest",
+             f"  {'precision':<10} {'agreement':>9} {'floor':>6} {'p50 ms':>8}  bundle"]
+    for i, (_, m) in enumerate(passed):
+        v = m["verification"]
+        lines.append(f"  {m['precision']:<10} {100 * v['top1_agreement']:>8.1f}% {100 * floors[m['precision']]:>5.1f}% "
+                     f"{v['latency_ms']['p50']:>8.2f}  {'in (default entry: model' + FORMATS[fmt].suffix + ')' if i == 0 else 'in'}")
+    for p, why in left_out.items():
+        lines.append(f"  {p:<10} {'-':>9} {100 * floors[p]:>5.1f}% {'-':>8}  left out: {why.splitlines()[0][:160]}")
+    return "\n".join(lines)
 
 
 def _convert(model, fmt, precision, model_file: Path, x_cal, workdir: Path, io_dtype, keep_float, threads, log):
