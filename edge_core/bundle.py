@@ -165,18 +165,22 @@ def load_bundle(path: str | Path, labels_path: str | Path | None = None, check_h
         what = "a folder" if model_path.is_dir() else "the bundle's model file is missing"
         raise BundleError(f"Expected the model file {model_file} in the bundle. Received: {model_path} ({what})")
     if check_hash:
-        try:
-            actual = sha256_file(model_path)
-        except OSError as e:
-            raise BundleError(f"Expected a readable model file. Received: {model_path} ({e.strerror})") from None
-        if actual != meta["sha256"]:
-            raise BundleError(
-                f"Expected {model_file} with the sha256 in {BUNDLE_JSON} ({meta['sha256'][:16]}...). Received: "
-                f"sha256 {actual[:16]}..., the file does not match bundle.json (changed or damaged): {model_path}"
-            )
+        _check_sha256(model_path, meta["sha256"])
     if "models" in meta:
         _check_models(path, meta, meta_path, check_hash)
     return Bundle(path, model_path, meta)
+
+
+def _check_sha256(file: Path, expected: str) -> None:
+    try:
+        actual = sha256_file(file)
+    except OSError as e:
+        raise BundleError(f"Expected a readable model file. Received: {file} ({e.strerror})") from None
+    if actual != expected:
+        raise BundleError(
+            f"Expected {file.name} with the sha256 in {BUNDLE_JSON} ({expected[:16]}...). Received: "
+            f"sha256 {actual[:16]}..., the file does not match bundle.json (changed or damaged): {file}"
+        )
 
 
 def _check_models(path: Path, meta: dict, meta_path: Path, check_hash: bool) -> None:
@@ -211,15 +215,7 @@ def _check_models(path: Path, meta: dict, meta_path: Path, check_hash: bool) -> 
         if not file.is_file():
             raise BundleError(f"Expected the model file {m['model_file']} in the bundle ({precision}). Received: {file} (missing)")
         if check_hash and not is_default:  # the default entry's file was checked above
-            try:
-                actual = sha256_file(file)
-            except OSError as e:
-                raise BundleError(f"Expected a readable model file. Received: {file} ({e.strerror})") from None
-            if actual != m["sha256"]:
-                raise BundleError(
-                    f"Expected {m['model_file']} with the sha256 in {BUNDLE_JSON} ({m['sha256'][:16]}...). Received: "
-                    f"sha256 {actual[:16]}..., the file does not match bundle.json (changed or damaged): {file}"
-                )
+            _check_sha256(file, m["sha256"])
     if meta.get("precision") not in seen:
         raise BundleError(f"Expected the top-level precision among 'models' {sorted(seen)}. Received: {_brief(meta.get('precision'))} in {meta_path}")
 
