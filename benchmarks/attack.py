@@ -209,7 +209,7 @@ RAW = {  # raw-socket attacks: request bytes -> the status line's code expected
 class Server:
     """`edgeport serve --processes N` in the cgroup; restarted if the supervisor dies (as systemd would)."""
 
-    def __init__(self, bundle: Path, cgroup: Cgroup | None, log: Path, processes: int):
+    def __init__(self, bundle: Path, cgroup: Cgroup | None, log: Path, processes: int = 1):
         self.bundle, self.cgroup, self.log, self.processes = bundle, cgroup, log, processes
         self.port = free_port()
         self.proc: subprocess.Popen | None = None

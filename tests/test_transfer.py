@@ -180,9 +180,9 @@ def test_quick_study_runs_and_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| rule | best | gap |" in proc.stdout and "Goal" in proc.stdout
     cells = json.loads(out.read_text())["cells"]
-    assert [c["dataset"] for c in cells] == ["tuxpaint_objects", "openclipart_objects"]
+    assert [c["dataset"] for c in cells] == ["openclipart_objects"]
     assert all(set(c["accuracy"]) == {"1", "2", "3", "3-cut"} for c in cells)
-    assert [c["rule"] for c in cells] == ["3", "3"]  # both small and ImageNet-like
+    assert [c["rule"] for c in cells] == ["3"]  # small and ImageNet-like
 
 
 # --- a transferred model exports at every precision --------------------------------------------
