@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv (and the side venvs below) and run the test suite (the tests run offline; ~490 tests on two workers, 12-16 minutes on 2 cores, a few more with the first setup).
+# Set up .venv (and the side venvs below) and run the test suite (the tests run offline; ~560 tests on two workers, ~17 minutes on 2 cores with ../shared beside the checkout, ~2 more for the first setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh train,edge,dev
