@@ -62,6 +62,10 @@ class ServiceOptions:
     # What a bare model file expects (flags); None: read from the file's metadata, else raw 0-255 RGB with a warning.
     preprocessing: Preprocessing | None = None
 
+    def runtime_options(self, threads: int) -> RuntimeOptions:
+        return RuntimeOptions(threads=threads, onnx_providers=list(self.onnx_providers),
+                              onnx_mem_arena=self.onnx_mem_arena, trt_cache_dir=self.trt_cache_dir)
+
     def resolved(self) -> tuple[int, int, int]:
         """(pool size, threads per pooled instance, threads of the solo instance or 0)."""
         cores = usable_cores()
@@ -142,26 +146,24 @@ def to_probabilities(scores: np.ndarray, activation: str) -> np.ndarray:
     return scores
 
 
+def choose_precision(bundle: Bundle, options: ServiceOptions):
+    """Which of the bundle's precisions to serve (precision_choice.Choice): pinned, decided already, or
+    timed here with the pooled instances' threads, what most requests run on."""
+    ropts = options.runtime_options(options.resolved()[1])
+    return decide_precision(bundle, lambda b: measure_precisions(b, lambda path: open_runtime(b.format, path, ropts)),
+                            options.precision, options.precision_pinned_by, options.precision_decided)
+
+
 class ModelService:
     def __init__(self, bundle: Bundle, options: ServiceOptions | None = None):
         self.bundle = bundle
         self.options = options or ServiceOptions()
         self.pool_size, self.threads, self.solo_threads = self.options.resolved()
-
-        def runtime_options(threads: int) -> RuntimeOptions:
-            return RuntimeOptions(
-                threads=threads, onnx_providers=list(self.options.onnx_providers),
-                onnx_mem_arena=self.options.onnx_mem_arena, trt_cache_dir=self.options.trt_cache_dir,
-            )
-
-        # Timed with the pooled instances' threads: what most requests run on.
-        self.precision_choice = decide_precision(
-            bundle, lambda b: measure_precisions(b, lambda path: open_runtime(b.format, path, runtime_options(self.threads))),
-            self.options.precision, self.options.precision_pinned_by, self.options.precision_decided)
+        self.precision_choice = choose_precision(bundle, self.options)
         bundle = self.bundle = bundle.with_precision(self.precision_choice.precision)
 
         def opener(threads: int):
-            ropts = runtime_options(threads)
+            ropts = self.options.runtime_options(threads)
             return lambda: open_runtime(bundle.format, bundle.model_path, ropts)
 
         self.warnings: list[str] = []

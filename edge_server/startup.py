@@ -81,15 +81,9 @@ def decide_precision_once(settings: ServerSettings) -> ServerSettings:
 
 def _decide(settings: ServerSettings) -> dict | None:
     from edge_core.bundle import load_bundle
-    from edge_core.precision_choice import decide, measure
-    from edge_core.runtimes import RuntimeOptions, open_runtime
+    from edge_core.service import choose_precision
 
-    bundle = load_bundle(settings.bundle, settings.labels)
-    opts = settings.service
-    ropts = RuntimeOptions(threads=opts.resolved()[1], onnx_providers=list(opts.onnx_providers),
-                           onnx_mem_arena=opts.onnx_mem_arena, trt_cache_dir=opts.trt_cache_dir)
-    choice = decide(bundle, lambda b: measure(b, lambda path: open_runtime(b.format, path, ropts)),
-                    opts.precision, opts.precision_pinned_by)
+    choice = choose_precision(load_bundle(settings.bundle, settings.labels), settings.service)
     if choice.timings_ms is None:
         return None  # a single precision or a pin: every worker reads the same
     return choice.to_dict() | {"reason": f"{choice.reason}, timed once for every worker"}
