@@ -297,9 +297,10 @@ def accept_beyond_the_limit(d, listeners: list, limit: int) -> None:
 
     def room() -> int:
         """Connections that may be accepted now: free slots plus those that may be closed for them."""
-        channels = open_channels(listeners)
-        free = limit - len(channels)
-        return free if free > 0 else free + len(closable(channels, time.time()))
+        # Counted first: readable() runs on every pass of the loop, and the list of connections (sorted
+        # for eviction) is needed only at the limit.
+        free = limit - sum(len(listener.active_channels) for listener in listeners)
+        return free if free > 0 else free + len(closable(open_channels(listeners), time.time()))
 
     def handle_accept():
         # Up to ACCEPT_BATCH at a time (never more than there is room for), then one eviction pass: one
@@ -373,15 +374,13 @@ def make_server(app, settings: ServerSettings, threads: int, sockets=None, budge
         recv_bytes=RECV_BYTES, channel_timeout=settings.idle_timeout_s, cleanup_interval=1,
         connection_limit=limit, asyncore_use_poll=True,
     )
-    server.adj.spool = spool  # the parsers reach it through adj, the one object every listener shares
     listeners = [d for d in getattr(server, "map", {}).values() if isinstance(d, BaseWSGIServer)] or [server]
     for d in listeners:
-        d.adj.spool = spool
+        d.adj.spool = spool  # the parsers reach it through their listener's adj
         d.channel_class = GuardedChannel
         d.maintenance = types.MethodType(
             lambda self, now: _maintenance(self, now, settings.header_timeout_s, settings.body_timeout_s), d)
         accept_beyond_the_limit(d, listeners, limit)
-    server.edgeport_spool = spool
     server.edgeport_bounds = (f"{connections}; headers up to {settings.max_header_bytes // 1024} KiB; bodies past "
                               f"{settings.body_in_memory_bytes // 1024} KiB spooled to disk, at most {spool.limit // MiB} MiB at once")
     return server
