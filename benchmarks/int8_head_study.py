@@ -123,54 +123,56 @@ def fit(rows, labels, recipe, f, q, n_classes):
     return coef.T, intercept
 
 
-def study(d: dict) -> list[dict]:
+def cross_validate(d: dict, fit_fold) -> dict:
+    """`fit_fold(k, train_indices)` -> (W, b) on each of FOLDS stratified folds, scored on the held-out fold:
+    float accuracy, and per int8 file its agreement with the float answer and its accuracy, after the
+    mean shift the export's bias correction removes."""
     from sklearn.model_selection import StratifiedKFold
 
+    from trainer.head_recipe import bias_shift
+
+    f, y = d["float"], d["y"]
+    acc, agree, q_acc = [], {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
+    for k, (tr, te) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(f, y)):
+        W, b = fit_fold(k, tr)
+        pred = (f[te] @ W + b).argmax(1)
+        acc.append((pred == y[te]).mean())
+        for v in VARIANTS:
+            q_pred = ((d[v][te] - bias_shift(f[tr], d[v][tr])) @ W + b).argmax(1)
+            agree[v].append((q_pred == pred).mean())
+            q_acc[v].append((q_pred == y[te]).mean())
+    return {"float_accuracy": float(np.mean(acc)), **{f"{v} agreement": float(np.mean(agree[v])) for v in VARIANTS},
+            **{f"{v} accuracy": float(np.mean(q_acc[v])) for v in VARIANTS}}
+
+
+def study(d: dict) -> list[dict]:
     f, y = d["float"], d["y"]
     n_classes = int(y.max()) + 1
     rows_out = []
     for rname, recipe in recipes().items():
         for cname, candidate in CANDIDATES.items():
-            acc, agree, q_acc = [], {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
-            for k, (tr, te) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(f, y)):
+            def fit_fold(k, tr, recipe=recipe, candidate=candidate):
                 rows, labels = candidate(f[tr], d["tflite_all"][tr], y[tr], np.random.default_rng(k))
-                W, b = fit(rows, labels, recipe, f[tr], d["tflite_all"][tr], n_classes)
-                pred = (f[te] @ W + b).argmax(1)
-                acc.append((pred == y[te]).mean())
-                for v in VARIANTS:
-                    q_pred = ((d[v][te] - (d[v][tr] - f[tr]).mean(0)) @ W + b).argmax(1)
-                    agree[v].append((q_pred == pred).mean())
-                    q_acc[v].append((q_pred == y[te]).mean())
-            rows_out.append({"recipe": rname, "candidate": cname, "float_accuracy": float(np.mean(acc)),
-                             **{f"{v} agreement": float(np.mean(agree[v])) for v in VARIANTS},
-                             **{f"{v} accuracy": float(np.mean(q_acc[v])) for v in VARIANTS}})
+                return fit(rows, labels, recipe, f[tr], d["tflite_all"][tr], n_classes)
+
+            rows_out.append({"recipe": rname, "candidate": cname, **cross_validate(d, fit_fold)})
     return rows_out
 
 
 def search_study(d: dict) -> list[dict]:
     """The recipe search run on each outer training fold, given the features of `probe` (None: float only)."""
-    from sklearn.model_selection import StratifiedKFold
-
     from trainer.head_recipe import choose_recipe, fit_recipe
 
     f, y = d["float"], d["y"]
     n_classes = int(y.max()) + 1
     out = []
     for probe in (None, "tflite_all", "tflite_isl"):
-        acc, agree, q_acc = [], {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
-        for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(f, y):
+        def fit_fold(k, tr, probe=probe):
             q = None if probe is None else d[probe][tr]
             choice = choose_recipe(f[tr], y[tr], n_classes, class_weight_options=("none", "balanced"), int8=q, log=lambda m: None)
-            W, b = fit_recipe(f[tr], y[tr], n_classes, choice.recipe, int8=q)
-            pred = (f[te] @ W + b).argmax(1)
-            acc.append((pred == y[te]).mean())
-            for v in VARIANTS:
-                q_pred = ((d[v][te] - (d[v][tr] - f[tr]).mean(0)) @ W + b).argmax(1)
-                agree[v].append((q_pred == pred).mean())
-                q_acc[v].append((q_pred == y[te]).mean())
-        out.append({"recipe": f"search scored on {probe or 'float only'}", "candidate": "plain", "float_accuracy": float(np.mean(acc)),
-                    **{f"{v} agreement": float(np.mean(agree[v])) for v in VARIANTS},
-                    **{f"{v} accuracy": float(np.mean(q_acc[v])) for v in VARIANTS}})
+            return fit_recipe(f[tr], y[tr], n_classes, choice.recipe, int8=q)
+
+        out.append({"recipe": f"search scored on {probe or 'float only'}", "candidate": "plain", **cross_validate(d, fit_fold)})
     return out
 
 
