@@ -14,6 +14,7 @@ from edge_server.http_server import (
     GuardedParser,
     Spool,
     connection_bytes,
+    fit_body_pool,
     fit_connections,
 )
 from edge_server.settings import ServerSettings
@@ -70,3 +71,38 @@ def test_a_body_that_would_spool_past_the_bound_is_refused_503_before_a_byte_is_
     assert small.error is None and adj.spool.used == 20 * MiB
     first.close()
     assert adj.spool.used == 0
+
+
+def test_bodies_up_to_the_pool_s_size_stay_in_memory_while_it_has_room_and_the_rest_are_spooled():
+    adj = Adjustments(inbuf_overflow=64 * 1024)
+    adj.spool, adj.body_pool = Spool(30 * MiB), Spool(300_000, each=200_000)
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    photo = bytes(range(256)) * 400  # 102,400 bytes: a camera JPEG's size, past the 64 KiB every connection has
+
+    def send(n_body: int) -> GuardedParser:
+        p = GuardedParser(adj)
+        p.received(head % n_body)
+        body = (photo * (n_body // len(photo) + 1))[:n_body]
+        while body:
+            body = body[p.received(body):]
+        assert p.completed and p.error is None
+        return p
+
+    first, second = send(len(photo)), send(len(photo))
+    assert adj.body_pool.used == 2 * len(photo) and adj.spool.used == 0
+    assert not first.body_rcv.buf.overflowed and first.get_body_stream().read() == photo  # never a temp file
+    third = send(len(photo))  # the pool is full: spooled, counted in the spool
+    assert third.body_rcv.buf.overflowed and adj.spool.used == len(photo) and third.get_body_stream().read() == photo
+    large = send(250_000)  # over `each`: spooled whatever room the pool has
+    assert large.body_rcv.buf.overflowed and adj.body_pool.used == 2 * len(photo)
+    for p in (first, second, third, large):
+        p.close()
+    assert adj.body_pool.used == 0 and adj.spool.used == 0
+
+
+def test_the_body_pool_is_a_share_of_the_budget_set_aside_from_it():
+    settings = ServerSettings(bundle=Path("x"))
+    budget = Budget(64 * MiB)
+    pool = fit_body_pool(settings, budget)
+    assert pool.limit == int(64 * MiB * settings.body_pool_share) and budget.total == 64 * MiB - pool.limit
+    assert pool.each == settings.body_pool_each_bytes and "bodies kept in memory" in budget.source
