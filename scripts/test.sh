@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv (and the side venvs below) and run the test suite (the tests run offline; ~560 tests on two workers, ~17 minutes on 2 cores with ../shared beside the checkout, ~2 more for the first setup).
+# Set up .venv (and the side venvs below) and run the test suite (the tests run offline; ~560 tests on three workers, ~11 minutes on 2 cores with ../shared beside the checkout, a few more for the first setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh train,edge,dev
@@ -35,8 +35,9 @@ side_venv() {  # side_venv DIR ENV_VAR IMPORT PIP_SPEC...
 }
 side_venv .venv-tflite-support EDGEPORT_TFLITE_SUPPORT_PYTHON tflite_support.metadata_writers tflite-support==0.4.4
 side_venv .venv-kserve EDGEPORT_KSERVE_PYTHON kserve kserve==0.21.0  # ~40 s once; protobuf 6 beside .venv's 7
-# Two workers (pytest-xdist), a test file each at a time: most tests wait on a subprocess or a socket
-# and use one core, so one worker left the second core idle half the time. --dist loadfile keeps each
+# Three workers (pytest-xdist) on two cores, a test file each at a time: most tests wait on a subprocess
+# or a socket, so two workers left the cores idle part of the time. The whole suite took 10:56 with three on a
+# 2-core Intel Xeon, and 16:35-18:43 with two on a 2-core AMD EPYC (two CPUs: not a same-machine ratio). --dist loadfile keeps each
 # file's module fixtures (a transferred model, a running server) in one worker; files start in the
 # order tests/conftest.py gives them (the longest first), not xdist's by test count.
-exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"
+exec .venv/bin/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"

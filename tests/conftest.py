@@ -44,7 +44,7 @@ DEMO = dict(classes=3, per_class=1000, size=64)
 TRAIN = dict(backbone="mobilenet_v2", alpha=0.35, image_size=64, weights=None, epochs=24, augment=True, patience=4)
 
 
-# Files that start first. Under scripts/test.sh's two workers the run should not end with one worker
+# Files that start first. Under scripts/test.sh's workers the run should not end with one worker
 # alone on a minutes-long file, so the longest go first; the first two differ in what they need: one
 # worker trains the demo model (test_attack asks for it) while the other runs the real-weights transfer.
 FIRST = ("test_transfer.py", "test_attack.py", "test_faults_train.py", "test_trainer.py", "test_byom.py",
@@ -105,7 +105,7 @@ def pretrained_backbone(trained_run) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(demo_dir, tmp_path_factory):
-    """The demo model, trained once per test run. Under pytest-xdist (scripts/test.sh runs two workers)
+    """The demo model, trained once per test run. Under pytest-xdist (scripts/test.sh runs three workers)
     the first worker to ask trains it in the run's shared folder and the others wait and read it: two
     trainings at once would cost both cores for ~2.5 minutes each."""
     from trainer import TrainConfig, train
