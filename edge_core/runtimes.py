@@ -111,11 +111,14 @@ def find_litert_interpreter():
 class LiteRTRuntime:
     format = "tflite"
 
-    def __init__(self, model_path: Path, options: RuntimeOptions):
+    def __init__(self, model_path: Path, options: RuntimeOptions, keep_all_tensors: bool = False):
+        """`keep_all_tensors`: every intermediate tensor stays readable after a run (`tensor`), for tools
+        that compare a file layer by layer; it costs memory, so serving never sets it."""
         Interpreter, self.backend = find_litert_interpreter()
+        extra = {"experimental_preserve_all_tensors": True} if keep_all_tensors else {}
         try:
             with native_info_filtered():
-                self.interp = Interpreter(model_path=str(model_path), num_threads=max(1, int(options.threads)))
+                self.interp = Interpreter(model_path=str(model_path), num_threads=max(1, int(options.threads)), **extra)
                 self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EdgeError(f"Expected a TFLite model LiteRT can load. Received: {model_path} ({str(e).strip().splitlines()[0]})") from None
@@ -140,6 +143,10 @@ class LiteRTRuntime:
         self.interp.set_tensor(self._in_index, x)
         self.interp.invoke()
         return _dequantize(self.interp.get_tensor(self._out_index), self.output)
+
+    def tensor(self, index: int) -> np.ndarray:
+        """Tensor `index` of the last run, as stored (int8 stays int8); needs keep_all_tensors for intermediates."""
+        return self.interp.get_tensor(index)
 
 
 class OnnxRuntime:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layer_bias
 from .console import steps
 from .errors import ExportError
 from .graph import INPUT_NAME, write_saved_model
@@ -24,8 +25,10 @@ RECIPES = {
 
 
 def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
-            io_dtype: str = "float32", keep_float: tuple[str, ...] = ()) -> Path:
-    """`keep_float`: int8 only, Keras layers whose ops stay float (exporter/quant_recipe.py)."""
+            io_dtype: str = "float32", keep_float: tuple[str, ...] = (), threads: int = 2,
+            record: dict | None = None) -> Path:
+    """`keep_float`: int8 only, Keras layers whose ops stay float (exporter/quant_recipe.py). int8 files get
+    every layer's bias corrected (exporter/layer_bias.py); `record`, where given, receives what that measured."""
     import tensorflow as tf
 
     recipe = RECIPES[precision]
@@ -44,29 +47,34 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
         # float32: the file quantizes on its own input and dequantizes its output.
         conv.inference_input_type = conv.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         conv.representative_dataset = _representative(calibration, log)
-        if keep_float:
-            out_path.write_bytes(_quantize_with_float_layers(conv, keep_float, io_dtype, log))
-            check_builtin_ops(out_path)
-            return out_path
-    out_path.write_bytes(conv.convert())
+        calibrated, quantized = _calibrate_and_quantize(conv, keep_float, io_dtype, log)
+        corrected, what = layer_bias.correct(quantized, calibrated, calibration, workdir, threads=threads, log=log)
+        if record is not None:
+            record["bias_correction"] = what
+        out_path.write_bytes(corrected)
+    else:
+        out_path.write_bytes(conv.convert())
     check_builtin_ops(out_path)
     return out_path
 
 
-def _quantize_with_float_layers(conv, layers, io_dtype: str, log) -> bytes:
-    """Calibrate, then quantize with `layers`' ops denylisted: the two steps the converter runs inside
-    convert(), split (as TFLite's quantization debugger does) so the quantizer can be told which ops stay float."""
+def _calibrate_and_quantize(conv, layers, io_dtype: str, log) -> tuple[bytes, bytes]:
+    """(calibrated float graph, int8 file) with `layers`' ops denylisted: the two steps the converter runs
+    inside convert(), split (as TFLite's quantization debugger does) so the quantizer can be told which ops
+    stay float, and so the float graph is there to correct the int8 file against."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tflite_convert
 
     conv._experimental_calibrate_only = True
     calibrated = conv.convert()
-    nodes = tflite_nodes(calibrated, layers)
+    nodes = tflite_nodes(calibrated, layers) if layers else []
     if len(nodes) != len(layers):
         raise ExportError(f"Expected one op per float layer {list(layers)}. Received: {len(nodes)} ops {nodes}")
     dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
-    log(f"int8: {', '.join(layers)} kept in float (exporter/quant_recipe.py)")
-    return tflite_convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype, denylisted_nodes=nodes)
+    if layers:
+        log(f"int8: {', '.join(layers)} kept in float (exporter/quant_recipe.py)")
+    return calibrated, tflite_convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype,
+                                                    denylisted_nodes=nodes)
 
 
 def op_names(path: Path) -> list[str]:

@@ -8,7 +8,8 @@ and a head fitted to float features alone turns it into flipped answers. The hea
 offer a head whose features are scaled by their int8 error instead of their spread.
 
 The conversion is the exporter's own (exporter.to_tflite, the same calibration size and spread), so
-the features measured here are the ones the exported int8 model computes.
+the features measured here are the ones the exported int8 model computes (every layer's bias corrected,
+exporter/layer_bias.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def int8_features(feature_model, x_calibration: np.ndarray, images: list[np.ndar
     with tempfile.TemporaryDirectory(prefix="edgeport-int8-probe-") as tmp:
         with tensorflow_lines_dropped():
             path = convert(feature_model, "int8", Path(tmp) / "features.tflite", x_calibration[np.sort(pick)], Path(tmp),
-                           log=lambda m: None, io_dtype="float32")
+                           log=lambda m: None, io_dtype="float32", threads=threads)
         runtime = LiteRTRuntime(path, RuntimeOptions(threads=threads))
         out = [np.concatenate([runtime.run(x[i : i + 1]) for i in steps(range(len(x)), "int8 features")]) if len(x) else
                np.zeros((0, feature_model.output_shape[-1]), np.float32) for x in images]
