@@ -47,13 +47,12 @@ def extract(run: Path, cache: Path) -> dict:
     from edge_core.runtimes import RuntimeOptions, open_runtime
     from exporter import calibration as calib
     from exporter import to_onnx, to_tflite
-    from exporter.bias_correction import linear_head
     from exporter.quant_recipe import float_layers
     from trainer.data import Split, load_pixels
 
     t = time.perf_counter()
     model = keras.models.load_model(run / "model.keras")
-    features, _ = linear_head(model)
+    features = keras.Model(model.inputs, model.get_layer("pool").output)  # the pooled features the head reads
     split = Split.load(run / "split.json")
     size = model.input_shape[1]
     (x_tr, y_tr), (x_va, y_va) = (load_pixels(items, size) for items in (split.train, split.val))
@@ -125,11 +124,8 @@ def fit(rows, labels, recipe, f, q, n_classes):
 
 def cross_validate(d: dict, fit_fold) -> dict:
     """`fit_fold(k, train_indices)` -> (W, b) on each of FOLDS stratified folds, scored on the held-out fold:
-    float accuracy, and per int8 file its agreement with the float answer and its accuracy, after the
-    mean shift the export's bias correction removes."""
+    float accuracy, and per int8 file its agreement with the float answer and its accuracy."""
     from sklearn.model_selection import StratifiedKFold
-
-    from trainer.head_recipe import bias_shift
 
     f, y = d["float"], d["y"]
     acc, agree, q_acc = [], {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
@@ -138,7 +134,7 @@ def cross_validate(d: dict, fit_fold) -> dict:
         pred = (f[te] @ W + b).argmax(1)
         acc.append((pred == y[te]).mean())
         for v in VARIANTS:
-            q_pred = ((d[v][te] - bias_shift(f[tr], d[v][tr])) @ W + b).argmax(1)
+            q_pred = (d[v][te] @ W + b).argmax(1)
             agree[v].append((q_pred == pred).mean())
             q_acc[v].append((q_pred == y[te]).mean())
     return {"float_accuracy": float(np.mean(acc)), **{f"{v} agreement": float(np.mean(agree[v])) for v in VARIANTS},

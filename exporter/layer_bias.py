@@ -1,4 +1,4 @@
-"""Per-layer bias correction of a TFLite int8 file: every conv's rounding shift, removed where it arises.
+"""Per-layer bias correction of int8 files (TFLite and ONNX QDQ): every conv's rounding shift, removed where it arises.
 
 Rounding a layer's weights and inputs to int8 shifts the mean of its output channels a little; the next
 layer adds its own shift to the one it receives, and through a MobileNetV2 base the shifts add up to a
@@ -10,7 +10,8 @@ images and lowers the layer's int32 bias by the mean difference, per output chan
     int8 out = conv_q(x_q) + b_q,   shift_c = mean over images and positions of (int8 out - float out)_c
     b_q,c  <-  b_q,c - round(shift_c / bias_scale_c)
 
-Only the bias changes: same ops, same kernels, same latency. Positions where either output sits at the
+Only the bias changes: same ops, same kernels, same latency. The exported model's own reference (the Keras
+model the bundle verifies against) is untouched. Positions where either output sits at the
 int8 range's end (a fused ReLU/ReLU6 clamps there) are left out of the mean: a clamp hides the shift.
 
 Layers are corrected one after another, in graph order: a layer's shift is what it receives plus what it
@@ -76,7 +77,7 @@ def _mean_shift(int8_rt, float_rt, layer: tuple[int, int, int, float, int], imag
     return total / np.maximum(count, 1)
 
 
-def correct(quantized: bytes, calibrated: bytes, images: np.ndarray, workdir: Path, threads: int = 2, log=print) -> tuple[bytes, dict]:
+def correct_tflite(quantized: bytes, calibrated: bytes, images: np.ndarray, workdir: Path, threads: int = 2, log=print) -> tuple[bytes, dict]:
     """The int8 file `quantized` with every int8 conv's bias corrected against `calibrated` (the float
     graph the quantizer started from: same tensor names). Returns (file bytes, a record for bundle.json)."""
     from tensorflow.lite.tools import flatbuffer_utils
@@ -110,3 +111,98 @@ def correct(quantized: bytes, calibrated: bytes, images: np.ndarray, workdir: Pa
         f"images; their outputs had shifted by {record['mean_abs_shift_steps']:.2f} quantization steps on average "
         f"(at most {record['max_abs_shift_steps']:.2f})")
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), record
+
+
+# --- ONNX (QDQ): the same correction on the int32 bias initializers ------------------------------------------
+
+
+def _onnx_layers(qdq) -> list[tuple[str, str, str, tuple | None]]:
+    """(output, int32 bias initializer, its scale initializer, (scale, zero point) of the QuantizeLinear that
+    rounds the output, or None) of each Conv / Gemm whose bias is dequantized from int32, in graph order
+    (ONNX stores nodes topologically). The output is read before that QuantizeLinear: a fused ReLU/Clip has
+    become its range, so positions outside the range are left out of the mean, as in TFLite."""
+    from onnx import TensorProto, numpy_helper
+
+    g = qdq.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {out: n for n in g.node for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def requantized_range(name: str, hops: int = 2):
+        for n in consumers.get(name, []):
+            if n.op_type == "QuantizeLinear":
+                return float(numpy_helper.to_array(inits[n.input[1]])), int(numpy_helper.to_array(inits[n.input[2]]))
+            if hops and n.op_type in ("Relu", "Clip"):
+                return requantized_range(n.output[0], hops - 1)
+        return None
+
+    layers = []
+    for n in g.node:
+        dq = producer.get(n.input[2]) if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 else None
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits \
+                and inits[dq.input[0]].data_type == TensorProto.INT32:
+            layers.append((n.output[0], dq.input[0], dq.input[1], requantized_range(n.output[0])))
+    return layers
+
+
+def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: int = 2, log=print) -> dict:
+    """Rewrite the QDQ file `qdq_path` with every int8 Conv / Gemm bias corrected against `float_path` (the
+    float graph the quantizer started from: same node output names). Returns a record for bundle.json.
+
+    Each layer's output is fetched as an extra graph output, which keeps ONNX Runtime from fusing that
+    Q/DQ pair into an integer kernel: the measured output is the integer kernel's exact accumulation
+    (dequantized inputs and weights, int32 bias) before requantization."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from .graph import INPUT_NAME
+
+    qdq = onnx.load(str(qdq_path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.log_severity_level = 3
+    float_names = {o for n in onnx.load(str(float_path)).graph.node for o in n.output}
+    layers = [layer for layer in _onnx_layers(qdq) if layer[0] in float_names]
+
+    def session(model, outputs):
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        del m.graph.output[:]
+        m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
+        return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    reference = session(onnx.load(str(float_path)), [layer[0] for layer in layers])
+    inits = {i.name: i for i in qdq.graph.initializer}
+    images = images[:IMAGES]
+    steps = []
+    for out, bias, bias_scale, out_range in layers:
+        probe = session(qdq, [out])
+        total, count = 0.0, 0
+        for start in range(0, len(images), BATCH):
+            feed = {INPUT_NAME: images[start:start + BATCH].astype(np.float32)}
+            got, want = probe.run([out], feed)[0], reference.run([out], feed)[0]
+            inside = np.ones(want.shape, bool)
+            if out_range is not None:
+                scale, zp = out_range
+                inside = (want > (0 - zp) * scale + scale / 2) & (want < (255 - zp) * scale - scale / 2)
+            channels_last = np.moveaxis(np.where(inside, got - want, 0.0), 1, -1) if got.ndim == 4 else np.where(inside, got - want, 0.0)
+            mask = np.moveaxis(inside, 1, -1) if got.ndim == 4 else inside
+            total = total + channels_last.reshape(-1, channels_last.shape[-1]).sum(0)
+            count = count + mask.reshape(-1, mask.shape[-1]).sum(0)
+        shift = total / np.maximum(count, 1)
+        scale_c = numpy_helper.to_array(inits[bias_scale]).astype(np.float64)
+        b = numpy_helper.to_array(inits[bias]).astype(np.int64) - np.round(shift / scale_c).astype(np.int64)
+        inits[bias].CopyFrom(numpy_helper.from_array(np.clip(b, -2**31, 2**31 - 1).astype(np.int32), bias))
+        steps.append(float(np.abs(shift).mean() / (out_range[0] if out_range else np.abs(scale_c).mean())))
+    onnx.save(qdq, str(qdq_path))
+    record = {"method": "per-layer", "layers": len(layers), "images": len(images),
+              "mean_abs_shift_steps": round(float(np.mean(steps)), 3) if steps else 0.0,
+              "max_abs_shift_steps": round(float(np.max(steps)), 3) if steps else 0.0}
+    log(f"bias correction: {len(layers)} int8 layers' biases corrected, one after another, on {len(images)} calibration "
+        f"images; their outputs had shifted by {record['mean_abs_shift_steps']:.2f} quantization steps on average "
+        f"(at most {record['max_abs_shift_steps']:.2f})")
+    return record

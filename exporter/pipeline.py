@@ -22,7 +22,6 @@ from edge_core.imageio import DEFAULT_MAX_PIXELS
 
 from . import calibration as calib
 from . import quant_recipe
-from .bias_correction import corrected_bias, feature_shift, linear_head
 from .console import import_tensorflow_quietly, tensorflow_lines_dropped
 from .errors import ExportError, VerificationError
 from .formats import AUTO, FORMATS, auto_precisions, lookup, resolve_io_dtype
@@ -343,30 +342,13 @@ def auto_table(fmt: str, passed: list[tuple[Path, dict]], left_out: dict[str, st
 
 
 def _convert(model, fmt, precision, model_file: Path, x_cal, workdir: Path, io_dtype, keep_float, threads, log):
-    """Convert once, int8 with its format's bias correction. Returns the correction's record or None.
-
-    TFLite int8 corrects every layer's bias inside its converter (exporter/layer_bias.py). ONNX int8 of a
-    linear head corrects the head's bias for the base's mean feature shift (exporter/bias_correction.py):
-    per-layer correction of a QDQ graph is not built."""
-    if precision == "int8" and fmt == "tflite":
-        record: dict = {}
-        with tensorflow_lines_dropped():
-            converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype, keep_float=keep_float,
-                           threads=threads, record=record)
-        return record["bias_correction"]
-    if precision == "int8" and (linear := linear_head(model)) is not None:
-        with tensorflow_lines_dropped():
-            convert_features = functools.partial(converter_function(fmt), keep_float=keep_float)
-            shift = feature_shift(linear[0], convert_features, fmt, x_cal, workdir / "bias-correction", threads)
-            with corrected_bias(linear[1], shift) as logit_shift:
-                converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype, keep_float=keep_float)
-        log(f"bias correction: the int8 base shifts the head's logits by {logit_shift:.3f} on average over "
-            f"{len(x_cal)} calibration images; subtracted from the int8 file's {linear[1].name!r} bias")
-        return {"method": "last layer", "layer": linear[1].name, "images": len(x_cal),
-                "mean_abs_logit_shift": round(logit_shift, 4)}
+    """Convert once. int8 files get every layer's bias corrected inside the converter (exporter/layer_bias.py);
+    returns that correction's record (None for other precisions)."""
+    record: dict = {}
+    extra = {"threads": threads, "record": record} if precision == "int8" else {}
     with tensorflow_lines_dropped():
-        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype, keep_float=keep_float)
-    return None
+        converter(fmt)(model, precision, model_file, x_cal, workdir, log=log, io_dtype=io_dtype, keep_float=keep_float, **extra)
+    return record.get("bias_correction")
 
 
 def variants_table(tried: list[dict], chosen: dict) -> str:

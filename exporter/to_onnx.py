@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layer_bias
 from .console import steps
 from .errors import ExportError
 from .graph import INPUT_NAME, OUTPUT_NAME, serving_function, signature
@@ -20,11 +21,13 @@ OPSET = 17
 
 
 def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
-            io_dtype: str = "float32", keep_float: tuple[str, ...] = ()) -> Path:
-    """`keep_float`: int8 only, Keras layers whose nodes stay float (exporter/quant_recipe.py)."""
+            io_dtype: str = "float32", keep_float: tuple[str, ...] = (), threads: int = 2,
+            record: dict | None = None) -> Path:
+    """`keep_float`: int8 only, Keras layers whose nodes stay float (exporter/quant_recipe.py). int8 files get
+    every layer's bias corrected (exporter/layer_bias.py); `record`, where given, receives what that measured."""
     fp32 = workdir / "model.fp32.onnx"
     frozen_to_onnx(model, fp32)
-    extra = {"keep_float": keep_float} if precision == "int8" else {}
+    extra = {"keep_float": keep_float, "threads": threads, "record": record} if precision == "int8" else {}
     STEPS[precision](fp32, out_path, calibration, workdir, log, **extra)
     check_graph(out_path)
     return out_path
@@ -109,7 +112,8 @@ class _Reader:
         self.it = steps(self.images, "calibration", self.log, every=50)
 
 
-def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, log, keep_float=()) -> None:
+def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, log, keep_float=(), threads: int = 2,
+                     record: dict | None = None) -> None:
     if images is None or not len(images):
         raise ExportError("ONNX int8 needs calibration images. Received: none")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -126,6 +130,9 @@ def _quantize_static(src: Path, dst: Path, images: np.ndarray, workdir: Path, lo
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
     )
+    what = layer_bias.correct_onnx(dst, pre, images, threads=threads, log=log)
+    if record is not None:
+        record["bias_correction"] = what
 
 
 # precision -> the step that turns the float32 graph into the published file

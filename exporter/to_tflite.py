@@ -48,7 +48,7 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
         conv.inference_input_type = conv.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         conv.representative_dataset = _representative(calibration, log)
         calibrated, quantized = _calibrate_and_quantize(conv, keep_float, io_dtype, log)
-        corrected, what = layer_bias.correct(quantized, calibrated, calibration, workdir, threads=threads, log=log)
+        corrected, what = layer_bias.correct_tflite(quantized, calibrated, calibration, workdir, threads=threads, log=log)
         if record is not None:
             record["bias_correction"] = what
         out_path.write_bytes(corrected)

@@ -134,12 +134,6 @@ class ErrorScaler:
         return (x - self.mean_) / self.scale_
 
 
-def bias_shift(float_features: np.ndarray, int8: np.ndarray) -> np.ndarray:
-    """The int8 features' mean shift, which the exporter's last-layer bias correction (exporter.bias_correction)
-    takes out of the int8 file's logits."""
-    return (int8 - float_features).mean(0)
-
-
 def _scaler(scaling: str, float_originals: np.ndarray, int8_originals: np.ndarray | None):
     return floored_scaler() if scaling == "standardized" else ErrorScaler(float_originals, int8_originals)
 
@@ -193,9 +187,7 @@ def choose_recipe(features: np.ndarray, labels: np.ndarray, n_classes: int, *, v
     scores: dict[Recipe, list[tuple]] = {}
     with one_blas_thread():
         for train_idx, test_idx in grouped_folds(labels, folds, seed):
-            # The int8 features as the export will see them: less the mean shift that its bias correction removes.
-            held_out = [features[test_idx]] + ([int8[test_idx] - bias_shift(features[train_idx], int8[train_idx])]
-                                               if int8 is not None else [])
+            held_out = [features[test_idx]] + ([int8[test_idx]] if int8 is not None else [])
             for views in views_options:
                 rows = view_rows(train_idx, views, n)
                 y_rows = labels[rows % n]
