@@ -26,9 +26,10 @@ RECIPES = {
 
 def convert(model, precision: str, out_path: Path, calibration: np.ndarray | None, workdir: Path, log=print,
             io_dtype: str = "float32", keep_float: tuple[str, ...] = (), threads: int = 2,
-            record: dict | None = None) -> Path:
+            record: dict | None = None, correct_bias: bool = True) -> Path:
     """`keep_float`: int8 only, Keras layers whose ops stay float (exporter/quant_recipe.py). int8 files get
-    every layer's bias corrected (exporter/layer_bias.py); `record`, where given, receives what that measured."""
+    every layer's bias corrected (exporter/layer_bias.py) unless `correct_bias` is off; `record`, where
+    given, receives what that measured."""
     import tensorflow as tf
 
     recipe = RECIPES[precision]
@@ -48,10 +49,11 @@ def convert(model, precision: str, out_path: Path, calibration: np.ndarray | Non
         conv.inference_input_type = conv.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         conv.representative_dataset = _representative(calibration, log)
         calibrated, quantized = _calibrate_and_quantize(conv, keep_float, io_dtype, log)
-        corrected, what = layer_bias.correct_tflite(quantized, calibrated, calibration, workdir, threads=threads, log=log)
-        if record is not None:
-            record["bias_correction"] = what
-        out_path.write_bytes(corrected)
+        if correct_bias:
+            quantized, what = layer_bias.correct_tflite(quantized, calibrated, calibration, workdir, threads=threads, log=log)
+            if record is not None:
+                record["bias_correction"] = what
+        out_path.write_bytes(quantized)
     else:
         out_path.write_bytes(conv.convert())
     check_builtin_ops(out_path)

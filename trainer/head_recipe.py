@@ -11,7 +11,7 @@ Without grouping, a view of a held-out image in the training rows leaks its answ
 
 With the int8 base's features of the original images (trainer.int8_probe), every candidate is
 also scored on them: held-out int8 accuracy and top-1 agreement with the float answer, the
-figures an int8 export will be verified on (less the mean shift the export's bias correction removes). A second scaling is offered then: each feature
+figures an int8 export will be verified on (less the mean shift the export's bias correction removes in any case). A second scaling is offered then: each feature
 divided by its int8 error instead of its spread, so the L2 penalty weighs exactly what
 quantization adds to the logits (standardizing amplifies the low-spread features that int8
 rounding swamps). The choice: among the recipes within one standard error of the most accurate
@@ -134,6 +134,12 @@ class ErrorScaler:
         return (x - self.mean_) / self.scale_
 
 
+def bias_shift(float_features: np.ndarray, int8: np.ndarray) -> np.ndarray:
+    """The uncorrected int8 features' mean shift: the part of the probe's error (trainer.int8_probe) that the
+    export's bias correction (exporter/layer_bias.py) removes in any case, so no recipe is scored on it."""
+    return (int8 - float_features).mean(0)
+
+
 def _scaler(scaling: str, float_originals: np.ndarray, int8_originals: np.ndarray | None):
     return floored_scaler() if scaling == "standardized" else ErrorScaler(float_originals, int8_originals)
 
@@ -187,7 +193,9 @@ def choose_recipe(features: np.ndarray, labels: np.ndarray, n_classes: int, *, v
     scores: dict[Recipe, list[tuple]] = {}
     with one_blas_thread():
         for train_idx, test_idx in grouped_folds(labels, folds, seed):
-            held_out = [features[test_idx]] + ([int8[test_idx]] if int8 is not None else [])
+            # The int8 features as the export will see them: less the mean shift that its bias correction removes.
+            held_out = [features[test_idx]] + ([int8[test_idx] - bias_shift(features[train_idx], int8[train_idx])]
+                                               if int8 is not None else [])
             for views in views_options:
                 rows = view_rows(train_idx, views, n)
                 y_rows = labels[rows % n]
