@@ -9,8 +9,8 @@ offer a head whose features are scaled by their int8 error instead of their spre
 
 The conversion is the exporter's own (exporter.to_tflite, the same calibration size and spread), all-int8
 and without the export's per-layer bias correction: the head is scored against the larger error of the
-uncorrected base, less its mean shift (head_recipe.bias_shift). The export's files agree with the float
-model better than this probe predicts (docs/training.md); the probe's job is to rank head recipes.
+uncorrected base, less its mean shift (head_recipe.bias_shift). The export's files agreed with the float
+model 0-8 points better than this probe on the shared sets (docs/training.md); its job is to rank recipes.
 Scored on the corrected features instead, the agreement differences between recipes shrank into noise
 and the Tux Paint run (224 px) picked a head 5.5 points less accurate on its validation split (76.9%
 against 82.4%, a plain logistic regression 80.2%): measured, so the probe keeps the harsher error.

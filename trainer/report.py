@@ -115,8 +115,8 @@ def closing_lines(report: dict, run_dir: Path) -> list[str]:
 
         floor = lookup("tflite", "int8")[1].min_agreement
         agree = expect["validation_agreement"]
-        # The probe is all-int8 without the export's per-layer bias correction (trainer/int8_probe.py): a
-        # floor for what the export measures, which corrects every layer and may keep early ops in float.
+        # The probe is all-int8 without the export's per-layer bias correction (trainer/int8_probe.py): the
+        # export, which corrects every layer and may keep early ops in float, measured 0-8 points more on the shared sets.
         verdict = (f"the export corrects every layer's bias and measures its own figure: edgeport export {run_dir} "
                    f"--device raspberry-pi-4" + ("" if agree >= floor else
                    f"; should it be refused under its {floor:.0%} floor, float16 keeps the answers: "

@@ -192,7 +192,7 @@ def int8_expectation(head, f_tr, q_tr, pred_va, q_va, y_va, seconds: float) -> d
 
     pred_q = predicted_labels(np.asarray(head(q_va - bias_shift(f_tr, q_tr), training=False)))
     return {"runtime": "TFLite all-int8, calibrated on 200 training images, without the export's per-layer bias "
-                       "correction (less its mean shift): the export's own files agree at least as well",
+                       "correction (less its mean shift); the export's corrected files measured 0-8 points more on the shared sets",
             "validation_agreement": round(float((pred_q == pred_va).mean()), 4),
             "validation_accuracy_int8": round(float((pred_q == y_va).mean()), 4),
             "validation_accuracy_float": round(float((pred_va == y_va).mean()), 4),
