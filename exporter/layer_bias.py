@@ -105,12 +105,18 @@ def correct_tflite(quantized: bytes, calibrated: bytes, images: np.ndarray, work
         b = np.frombuffer(bytes(bytearray(buf.data)), np.int32).astype(np.int64)
         b -= np.round(shift / np.asarray(tensor.quantization.scale, np.float64)).astype(np.int64)
         buf.data = np.frombuffer(np.clip(b, -2**31, 2**31 - 1).astype(np.int32).tobytes(), np.uint8)
-    record = {"method": "per-layer", "layers": len(layers), "images": len(images),
-              "mean_abs_shift_steps": round(float(np.mean(steps)), 3), "max_abs_shift_steps": round(float(np.max(steps)), 3)}
-    log(f"bias correction: {len(layers)} int8 layers' biases corrected, one after another, on {len(images)} calibration "
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), _record(steps, len(images), log)
+
+
+def _record(steps: list[float], images: int, log) -> dict:
+    """What bundle.json keeps of a correction, said in one line: each layer's shift as found, in quantization steps."""
+    record = {"method": "per-layer", "layers": len(steps), "images": images,
+              "mean_abs_shift_steps": round(float(np.mean(steps)), 3) if steps else 0.0,
+              "max_abs_shift_steps": round(float(np.max(steps)), 3) if steps else 0.0}
+    log(f"bias correction: {len(steps)} int8 layers' biases corrected, one after another, on {images} calibration "
         f"images; their outputs had shifted by {record['mean_abs_shift_steps']:.2f} quantization steps on average "
         f"(at most {record['max_abs_shift_steps']:.2f})")
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), record
+    return record
 
 
 # --- ONNX (QDQ): the same correction on the int32 bias initializers ------------------------------------------
@@ -167,6 +173,9 @@ def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: 
     options.log_severity_level = 3
     float_names = {o for n in onnx.load(str(float_path)).graph.node for o in n.output}
     layers = [layer for layer in _onnx_layers(qdq) if layer[0] in float_names]
+    images = images[:IMAGES]
+    if not layers:
+        return _record([], len(images), log)
 
     def session(model, outputs):
         m = onnx.ModelProto()
@@ -177,7 +186,6 @@ def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: 
 
     reference = session(onnx.load(str(float_path)), [layer[0] for layer in layers])
     inits = {i.name: i for i in qdq.graph.initializer}
-    images = images[:IMAGES]
     steps = []
     for out, bias, bias_scale, out_range in layers:
         probe = session(qdq, [out])
@@ -186,23 +194,18 @@ def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: 
             feed = {INPUT_NAME: images[start:start + BATCH].astype(np.float32)}
             got, want = probe.run([out], feed)[0], reference.run([out], feed)[0]
             inside = np.ones(want.shape, bool)
-            if out_range is not None:
+            if out_range is not None:  # activations are uint8 (to_onnx quantizes them QUInt8): 0..255
                 scale, zp = out_range
                 inside = (want > (0 - zp) * scale + scale / 2) & (want < (255 - zp) * scale - scale / 2)
-            channels_last = np.moveaxis(np.where(inside, got - want, 0.0), 1, -1) if got.ndim == 4 else np.where(inside, got - want, 0.0)
-            mask = np.moveaxis(inside, 1, -1) if got.ndim == 4 else inside
-            total = total + channels_last.reshape(-1, channels_last.shape[-1]).sum(0)
-            count = count + mask.reshape(-1, mask.shape[-1]).sum(0)
+            diff = np.where(inside, got - want, 0.0)
+            if got.ndim == 4:  # NCHW: channels last, to sum per channel
+                diff, inside = np.moveaxis(diff, 1, -1), np.moveaxis(inside, 1, -1)
+            total = total + diff.reshape(-1, diff.shape[-1]).sum(0)
+            count = count + inside.reshape(-1, inside.shape[-1]).sum(0)
         shift = total / np.maximum(count, 1)
         scale_c = numpy_helper.to_array(inits[bias_scale]).astype(np.float64)
         b = numpy_helper.to_array(inits[bias]).astype(np.int64) - np.round(shift / scale_c).astype(np.int64)
         inits[bias].CopyFrom(numpy_helper.from_array(np.clip(b, -2**31, 2**31 - 1).astype(np.int32), bias))
         steps.append(float(np.abs(shift).mean() / (out_range[0] if out_range else np.abs(scale_c).mean())))
     onnx.save(qdq, str(qdq_path))
-    record = {"method": "per-layer", "layers": len(layers), "images": len(images),
-              "mean_abs_shift_steps": round(float(np.mean(steps)), 3) if steps else 0.0,
-              "max_abs_shift_steps": round(float(np.max(steps)), 3) if steps else 0.0}
-    log(f"bias correction: {len(layers)} int8 layers' biases corrected, one after another, on {len(images)} calibration "
-        f"images; their outputs had shifted by {record['mean_abs_shift_steps']:.2f} quantization steps on average "
-        f"(at most {record['max_abs_shift_steps']:.2f})")
-    return record
+    return _record(steps, len(images), log)
