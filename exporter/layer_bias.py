@@ -59,6 +59,18 @@ def _runtime(content: bytes, path: Path, threads: int):
         return LiteRTRuntime(path, RuntimeOptions(threads=threads), keep_all_tensors=True)
 
 
+def _channel_sums(diff: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (last axis): the sum of `diff` over the positions `inside`, and how many there were."""
+    channels = diff.shape[-1]
+    return np.where(inside, diff, 0.0).reshape(-1, channels).sum(0), inside.reshape(-1, channels).sum(0)
+
+
+def _lowered(bias: np.ndarray, shift: np.ndarray, bias_scale: np.ndarray) -> np.ndarray:
+    """An int32 bias lowered by `shift` (in output units; `bias_scale` per channel), kept inside int32."""
+    b = bias.astype(np.int64) - np.round(shift / np.asarray(bias_scale, np.float64)).astype(np.int64)
+    return np.clip(b, -2**31, 2**31 - 1).astype(np.int32)
+
+
 def _mean_shift(int8_rt, float_rt, layer: tuple[int, int, int, float, int], images: np.ndarray) -> np.ndarray:
     """The mean (int8 - float) output per channel of one layer (int8 tensor, float tensor, bias, scale, zero
     point) over every position where neither output is at the int8 range's end."""
@@ -71,9 +83,8 @@ def _mean_shift(int8_rt, float_rt, layer: tuple[int, int, int, float, int], imag
         float_rt.run(batch)
         q, f = int8_rt.tensor(qi).astype(np.int32), float_rt.tensor(fi)
         inside = (q > -128) & (q < 127) & (f > lo + scale / 2) & (f < hi - scale / 2)
-        channels = q.shape[-1]
-        total = total + np.where(inside, (q - zp) * scale - f, 0.0).reshape(-1, channels).sum(0)
-        count = count + inside.reshape(-1, channels).sum(0)
+        sums, n = _channel_sums((q - zp) * scale - f, inside)
+        total, count = total + sums, count + n
     return total / np.maximum(count, 1)
 
 
@@ -102,9 +113,8 @@ def correct_tflite(quantized: bytes, calibrated: bytes, images: np.ndarray, work
         steps.append(float(np.abs(shift).mean() / layer[3]))
         tensor = graph.tensors[layer[2]]
         buf = model.buffers[tensor.buffer]
-        b = np.frombuffer(bytes(bytearray(buf.data)), np.int32).astype(np.int64)
-        b -= np.round(shift / np.asarray(tensor.quantization.scale, np.float64)).astype(np.int64)
-        buf.data = np.frombuffer(np.clip(b, -2**31, 2**31 - 1).astype(np.int32).tobytes(), np.uint8)
+        bias = _lowered(np.frombuffer(bytes(bytearray(buf.data)), np.int32), shift, tensor.quantization.scale)
+        buf.data = np.frombuffer(bias.tobytes(), np.uint8)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), _record(steps, len(images), log)
 
 
@@ -171,7 +181,8 @@ def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.log_severity_level = 3
-    float_names = {o for n in onnx.load(str(float_path)).graph.node for o in n.output}
+    float_model = onnx.load(str(float_path))
+    float_names = {o for n in float_model.graph.node for o in n.output}
     layers = [layer for layer in _onnx_layers(qdq) if layer[0] in float_names]
     images = images[:IMAGES]
     if not layers:
@@ -184,7 +195,7 @@ def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: 
         m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
         return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
-    reference = session(onnx.load(str(float_path)), [layer[0] for layer in layers])
+    reference = session(float_model, [layer[0] for layer in layers])
     inits = {i.name: i for i in qdq.graph.initializer}
     steps = []
     for out, bias, bias_scale, out_range in layers:
@@ -197,15 +208,14 @@ def correct_onnx(qdq_path: Path, float_path: Path, images: np.ndarray, threads: 
             if out_range is not None:  # activations are uint8 (to_onnx quantizes them QUInt8): 0..255
                 scale, zp = out_range
                 inside = (want > (0 - zp) * scale + scale / 2) & (want < (255 - zp) * scale - scale / 2)
-            diff = np.where(inside, got - want, 0.0)
+            diff = got - want
             if got.ndim == 4:  # NCHW: channels last, to sum per channel
                 diff, inside = np.moveaxis(diff, 1, -1), np.moveaxis(inside, 1, -1)
-            total = total + diff.reshape(-1, diff.shape[-1]).sum(0)
-            count = count + inside.reshape(-1, inside.shape[-1]).sum(0)
+            sums, n = _channel_sums(diff, inside)
+            total, count = total + sums, count + n
         shift = total / np.maximum(count, 1)
         scale_c = numpy_helper.to_array(inits[bias_scale]).astype(np.float64)
-        b = numpy_helper.to_array(inits[bias]).astype(np.int64) - np.round(shift / scale_c).astype(np.int64)
-        inits[bias].CopyFrom(numpy_helper.from_array(np.clip(b, -2**31, 2**31 - 1).astype(np.int32), bias))
+        inits[bias].CopyFrom(numpy_helper.from_array(_lowered(numpy_helper.to_array(inits[bias]), shift, scale_c), bias))
         steps.append(float(np.abs(shift).mean() / (out_range[0] if out_range else np.abs(scale_c).mean())))
     onnx.save(qdq, str(qdq_path))
     return _record(steps, len(images), log)
